@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/tagway/tagway/gateway"
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
+	"github.com/tagway/tagway/gateway/units"
+)
+
+// reference.yaml documents every key with its default; `tagway serve --help`
+// prints it and a test keeps it loadable.
+//
+//go:embed reference.yaml
+var referenceYAML string
+
+// fileConfig is the YAML file (DESIGN.md, "Configuration"). Each package owns
+// its part; this only assembles them.
+type fileConfig struct {
+	Gateway         gateway.Config      `yaml:",inline"`
+	Data            string              `yaml:"data"`
+	Admin           gateway.AdminConfig `yaml:"admin"`
+	NATS            bus.Config          `yaml:"nats"`
+	Badger          kv.Config           `yaml:"badger"`
+	Log             logConfig           `yaml:"log"`
+	ShutdownTimeout units.Duration      `yaml:"shutdown_timeout"`
+
+	// Sections whose engines arrive with later issues. Their shape is checked
+	// now so deployments written against DESIGN.md keep loading.
+	Consent      consentSection       `yaml:"consent"`
+	Dedup        dedupSection         `yaml:"dedup"`
+	Segments     segmentsSection      `yaml:"segments"`
+	Destinations []destinationSection `yaml:"destinations"`
+}
+
+type logConfig struct {
+	// Level: debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format: json or text. Default json.
+	Format string `yaml:"format"`
+}
+
+type consentSection struct {
+	Geo struct {
+		CountryHeader string `yaml:"country_header"`
+		RegionHeader  string `yaml:"region_header"`
+		MMDB          string `yaml:"mmdb"`
+	} `yaml:"geo"`
+	DefaultRegime string         `yaml:"default_regime"`
+	Policy        map[string]any `yaml:"policy"`
+}
+
+type dedupSection struct {
+	Window      units.Duration `yaml:"window"`
+	MergeWindow units.Duration `yaml:"merge_window"`
+}
+
+type segmentsSection struct {
+	Sweep units.Duration   `yaml:"sweep"`
+	Rules []map[string]any `yaml:"rules"`
+}
+
+type destinationSection map[string]any
+
+// serveConfig is everything serve needs, after defaults, file, env and flags.
+type serveConfig struct {
+	fileConfig
+	configFile string
+	demo       bool   // no config file: demo site and source
+	demoKey    string // the demo source's bearer key (demo only)
+	checkOnly  bool
+}
+
+// Settings that flags and environment variables override, in that order.
+var overrides = []struct {
+	flag, env, help string
+	set             func(c *serveConfig, v string)
+}{
+	{"listen", "TAGWAY_LISTEN", "public listener host:port (default :8080)", func(c *serveConfig, v string) { c.Gateway.Listen = v }},
+	{"admin-listen", "TAGWAY_ADMIN_LISTEN", "admin listener host:port (default 127.0.0.1:8081)", func(c *serveConfig, v string) { c.Admin.Listen = v }},
+	{"data", "TAGWAY_DATA", "data directory: Badger in DIR/badger, embedded JetStream in DIR/nats (default ./data)", func(c *serveConfig, v string) { c.Data = v }},
+	{"nats", "TAGWAY_NATS", "URL of an external NATS cluster (default: embedded server)", func(c *serveConfig, v string) { c.NATS.URL = v }},
+	{"nats-listen", "TAGWAY_NATS_LISTEN", `embedded NATS client listener host:port, "off" for none (default 127.0.0.1:4222)`, func(c *serveConfig, v string) { c.NATS.Listen = v }},
+	{"log-level", "TAGWAY_LOG_LEVEL", "debug, info, warn or error (default info)", func(c *serveConfig, v string) { c.Log.Level = v }},
+	{"log-format", "TAGWAY_LOG_FORMAT", "json or text (default json)", func(c *serveConfig, v string) { c.Log.Format = v }},
+}
+
+// loadServeConfig parses flags, reads the file and applies env and flags.
+func loadServeConfig(args []string, stderr io.Writer, getenv func(string) string) (*serveConfig, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configFile := fs.String("config", "", "YAML config file (env TAGWAY_CONFIG); none: demo mode")
+	check := fs.Bool("check-config", false, "validate the configuration and exit")
+	vals := make([]*string, len(overrides))
+	for i, o := range overrides {
+		vals[i] = fs.String(o.flag, "", o.help+" (env "+o.env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: tagway serve [flags]\n\nFlags (each also settable by the environment variable shown):\n")
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, `
+Other environment variables:
+  TAGWAY_ADMIN_TOKEN   admin bearer token (required when the admin listener is not loopback;
+                       the variable's name is set by admin.token_env)
+  TAGWAY_DEMO_KEY      demo mode: the demo source's API key (default: random, printed at start)
+
+Config file reference (every key, with its default):
+
+`+referenceYAML)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, errUsage
+		}
+		return nil, errUsage
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	c := &serveConfig{checkOnly: *check}
+	c.configFile = *configFile
+	if !set["config"] {
+		c.configFile = getenv("TAGWAY_CONFIG")
+	}
+	if c.configFile != "" {
+		raw, err := os.ReadFile(c.configFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeYAML(raw, &c.fileConfig); err != nil {
+			return nil, fmt.Errorf("config %s: %w", c.configFile, err)
+		}
+	}
+	for i, o := range overrides {
+		if v := getenv(o.env); v != "" {
+			o.set(c, v)
+		}
+		if set[o.flag] {
+			o.set(c, *vals[i])
+		}
+	}
+	if c.configFile == "" {
+		c.demo = true
+		c.demoKey = getenv("TAGWAY_DEMO_KEY")
+		if c.demoKey == "" {
+			c.demoKey = "tw_demo_" + event.NewAnonID()
+		}
+		sum := sha256.Sum256([]byte(c.demoKey))
+		c.Gateway.Sites = []gateway.Site{{ID: "demo", Origins: []string{"*"}}}
+		c.Gateway.Sources = []gateway.Source{{Name: "demo", KeySHA256: hex.EncodeToString(sum[:]), Sites: []string{"demo"}}}
+	}
+	c.Admin.SetDefaults()
+	c.Admin.Token = getenv(c.Admin.TokenEnv)
+	if err := c.finish(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeYAML decodes strictly: an unknown key is an error that names it.
+func decodeYAML(raw []byte, out *fileConfig) error {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file is all defaults
+		}
+		return err
+	}
+	return nil
+}
+
+// finish fills defaults and validates every part, naming the bad key.
+func (c *serveConfig) finish() error {
+	if c.Data == "" {
+		c.Data = "./data"
+	}
+	if c.NATS.Listen == "" && c.NATS.URL == "" {
+		c.NATS.Listen = "127.0.0.1:4222"
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = units.Duration(15 * time.Second)
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q must be debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		return fmt.Errorf("log.format: %q must be json or text", c.Log.Format)
+	}
+	c.Gateway.SetDefaults()
+	if err := c.Gateway.Validate(); err != nil {
+		return err
+	}
+	if err := c.Admin.Validate(); err != nil {
+		return err
+	}
+	c.NATS.SetDefaults()
+	if err := c.NATS.Validate(); err != nil {
+		return err
+	}
+	c.Badger.SetDefaults()
+	if err := c.Badger.Validate(); err != nil {
+		return err
+	}
+	return c.validateLater()
+}
+
+// validateLater checks the sections later issues implement, so a mistake in
+// them is caught today rather than on the upgrade.
+func (c *serveConfig) validateLater() error {
+	switch c.Consent.DefaultRegime {
+	case "", "opt-in", "opt-out", "none":
+	default:
+		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.Consent.DefaultRegime)
+	}
+	if c.Dedup.MergeWindow > 0 && c.Dedup.Window > 0 && c.Dedup.MergeWindow > c.Dedup.Window {
+		return errors.New("dedup.merge_window: must not be longer than dedup.window")
+	}
+	names := map[string]bool{}
+	for i, r := range c.Segments.Rules {
+		n, _ := r["name"].(string)
+		if n == "" {
+			return fmt.Errorf("segments.rules[%d].name: required", i)
+		}
+		if names[n] {
+			return fmt.Errorf("segments.rules[%d].name: duplicate segment %q", i, n)
+		}
+		names[n] = true
+	}
+	dnames := map[string]bool{}
+	for i, d := range c.Destinations {
+		n, _ := d["name"].(string)
+		if n == "" {
+			return fmt.Errorf("destinations[%d].name: required", i)
+		}
+		if dnames[n] {
+			return fmt.Errorf("destinations[%d].name: duplicate destination %q", i, n)
+		}
+		dnames[n] = true
+		switch t, _ := d["type"].(string); t {
+		case "tiktok", "meta", "webhook":
+		default:
+			return fmt.Errorf("destinations[%d].type: %q must be tiktok, meta or webhook", i, t)
+		}
+	}
+	return nil
+}
+
+// inactive lists configured sections that this version does not act on yet.
+func (c *serveConfig) inactive() []string {
+	var s []string
+	if c.Consent.DefaultRegime != "" || len(c.Consent.Policy) > 0 || c.Consent.Geo.CountryHeader != "" {
+		s = append(s, "consent")
+	}
+	if c.Dedup.Window > 0 || c.Dedup.MergeWindow > 0 {
+		s = append(s, "dedup")
+	}
+	if len(c.Segments.Rules) > 0 {
+		s = append(s, "segments")
+	}
+	if len(c.Destinations) > 0 {
+		s = append(s, "destinations")
+	}
+	return s
+}
+
+func (c *serveConfig) String() string {
+	return strings.Join([]string{"listen=" + c.Gateway.Listen, "admin=" + c.Admin.Listen, "data=" + c.Data}, " ")
+}

@@ -1,0 +1,68 @@
+// Command tagway is the Tagway gateway: one binary that serves the tag
+// endpoints, ingests browser and server events, and hands them to NATS
+// JetStream (embedded by default). See `tagway help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time (-ldflags "-X main.version=…").
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "tagway:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `Tagway — consent-aware first-party event gateway.
+
+Usage:
+  tagway serve [flags]     run the gateway (embedded NATS and Badger by default)
+  tagway tail [flags]      print events from the TW_EVENTS stream
+  tagway version           print the version
+  tagway help [command]    show help
+
+Run "tagway serve --help" for the flags, environment variables and config keys.
+`
+
+// run is the whole program; only main exits the process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stdout, stderr, getenv)
+	case "tail":
+		return tail(ctx, args[1:], stdout, stderr, getenv)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "tagway %s\n", version)
+		return nil
+	case "help", "-h", "--help":
+		if len(args) > 1 {
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr, getenv)
+		}
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "tagway: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tagway/tagway/gateway"
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/kv"
+)
+
+// serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains in this
+// order: stop accepting and finish in-flight requests (each waits for its
+// PubAcks) → wait for any outstanding PubAcks → close NATS (and the embedded
+// server) → stop the admin listener → close Badger.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	cfg, err := loadServeConfig(args, stderr, getenv)
+	if err != nil {
+		return err
+	}
+	if cfg.checkOnly {
+		fmt.Fprintf(stdout, "config ok (%s)\n", cfg)
+		return nil
+	}
+	log := newLogger(cfg.Log, stderr)
+	if s := cfg.inactive(); len(s) > 0 {
+		log.Warn("config sections are read and checked but not acted on by this version; events carry consent signals undecided and are not deduplicated beyond JetStream's duplicate window", "sections", s)
+	}
+
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	store, err := kv.Open(filepath.Join(cfg.Data, "badger"), cfg.Badger, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	b, err := bus.Open(startCtx, cfg.NATS, cfg.Data, log)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Logger: log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	var draining atomic.Bool
+	admin, err := gateway.NewAdmin(cfg.Admin, reg, []gateway.Check{
+		{Name: "serving", Check: func(context.Context) error {
+			if draining.Load() {
+				return errors.New("shutting down")
+			}
+			return nil
+		}},
+		{Name: "nats", Check: b.Ready},
+		{Name: "badger", Check: func(context.Context) error { return store.Ready() }},
+	}, log)
+	if err != nil {
+		return err
+	}
+	if err := admin.Start(); err != nil {
+		return err
+	}
+	defer admin.Shutdown(context.Background())
+	if err := gw.Start(); err != nil {
+		return err
+	}
+	printBanner(stdout, cfg, gw.Addr(), admin.Addr(), b)
+	log.Info("tagway serving", "version", version, "listen", gw.Addr().String(), "admin", admin.Addr().String(),
+		"nats", natsDesc(b), "data", cfg.Data, "demo", cfg.demo)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", "timeout", cfg.ShutdownTimeout.D().String())
+	case err := <-gw.Err():
+		runErr = fmt.Errorf("public listener: %w", err)
+	case err := <-admin.Err():
+		runErr = fmt.Errorf("admin listener: %w", err)
+	}
+	draining.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout.D())
+	defer cancel()
+	if err := gw.Shutdown(sctx); err != nil {
+		log.Error("stopping the public listener", "err", err)
+	}
+	if err := b.Shutdown(sctx); err != nil {
+		log.Error("closing nats", "err", err)
+	}
+	if err := admin.Shutdown(sctx); err != nil {
+		log.Error("stopping the admin listener", "err", err)
+	}
+	if err := store.Close(); err != nil {
+		log.Error("closing badger", "err", err)
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+func newLogger(c logConfig, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level)) // validated in finish
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func natsDesc(b *bus.Bus) string {
+	if b.Embedded() {
+		if u := b.ClientURL(); u != "" {
+			return "embedded " + u
+		}
+		return "embedded (in-process only)"
+	}
+	return b.ClientURL()
+}
+
+// httpURL turns a listening address into a URL a person can open.
+func httpURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// printBanner tells a new user what is being served, once, on stdout.
+func printBanner(w io.Writer, cfg *serveConfig, pub, adm net.Addr, b *bus.Bus) {
+	u := httpURL(pub)
+	fmt.Fprintf(w, "Tagway %s\n", version)
+	if cfg.demo {
+		fmt.Fprintf(w, "  demo mode (no --config): site \"demo\", server source \"demo\"\n")
+		fmt.Fprintf(w, "  demo API key     %s\n", cfg.demoKey)
+	}
+	fmt.Fprintf(w, "  browser events   POST %s/e\n", u)
+	fmt.Fprintf(w, "  pixel            GET  %s/p.gif?site=…&event=PageView\n", u)
+	fmt.Fprintf(w, "  server events    POST %s/v1/events  (Authorization: Bearer <key>)\n", u)
+	fmt.Fprintf(w, "  admin            %s/metrics  /readyz  /healthz\n", httpURL(adm))
+	fmt.Fprintf(w, "  NATS             %s  (stream %s, subjects %s)\n", natsDesc(b), bus.EventsStream, bus.EventsSubjects)
+	fmt.Fprintf(w, "  data             %s\n", cfg.Data)
+}

@@ -1,0 +1,292 @@
+// Package gateway is Tagway's public HTTP edge (fasthttp): it receives browser
+// batches (POST /e), no-script pixels (GET /p.gif) and server batches
+// (POST /v1/events), validates them with errors that name the field, sets the
+// first-party _tw_id cookie, hashes personal data on arrival, runs the consent
+// and dedup steps, and publishes each accepted event to JetStream, answering
+// 2xx only after every PubAck of the request has arrived.
+//
+// It also serves the admin listener (admin.go): /healthz, /readyz, /metrics
+// and /debug/pprof/.
+//
+// Metrics (Prometheus, names prefixed tagway_): http_requests_total{route,code},
+// http_request_duration_seconds{route}, http_in_flight_requests,
+// events_total{source,disposition}, rejections_total{route,reason},
+// event_field_warnings_total, server_events_without_event_id_total,
+// publish_duration_seconds, batch_events{source}.
+//
+// Logs: component=gateway; refused requests at debug, unavailability at warn.
+// Personal data never reaches a log line (event.User implements LogValuer).
+//
+// A *Gateway is safe for concurrent use.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/event"
+)
+
+// Publisher stores messages durably. *bus.Bus implements it.
+type Publisher interface {
+	// PublishBatch publishes msgs and waits for every acknowledgement;
+	// acks[i] is the outcome of msgs[i].
+	PublishBatch(ctx context.Context, msgs []bus.Msg, acks []bus.Ack)
+	// Connected reports whether publishing can succeed now.
+	Connected() bool
+}
+
+var _ Publisher = (*bus.Bus)(nil)
+
+// ConsentDecider decides, from an envelope's signals and what is known of the
+// user, which uses consent allows, and fills env.Consent.
+type ConsentDecider interface {
+	Decide(ctx context.Context, env *event.Envelope) error
+}
+
+// Deduper reports whether an envelope is a later copy of an event already
+// accepted within the dedup window.
+type Deduper interface {
+	Duplicate(ctx context.Context, env *event.Envelope) (bool, error)
+}
+
+// PassConsent is the consent step until the consent engine exists: it leaves
+// env.Consent.Decided false and carries the signals as received. Downstream
+// consumers must treat undecided envelopes as not consented.
+type PassConsent struct{}
+
+// Decide does nothing.
+func (PassConsent) Decide(context.Context, *event.Envelope) error { return nil }
+
+// PassDedup is the dedup step until the dedup store exists: nothing is a
+// duplicate here; only JetStream's short Nats-Msg-Id window catches retries.
+type PassDedup struct{}
+
+// Duplicate always reports false.
+func (PassDedup) Duplicate(context.Context, *event.Envelope) (bool, error) { return false, nil }
+
+// Deps are what the gateway uses but does not own.
+type Deps struct {
+	Publisher Publisher      // required
+	Consent   ConsentDecider // nil: PassConsent
+	Dedup     Deduper        // nil: PassDedup
+	Logger    *slog.Logger
+	// Registry receives the gateway's metrics; nil: a private registry.
+	Registry prometheus.Registerer
+	// Now is the clock; nil: time.Now.
+	Now func() time.Time
+}
+
+// Gateway is the public edge.
+type Gateway struct {
+	cfg     Config
+	pub     Publisher
+	consent ConsentDecider
+	dedup   Deduper
+	log     *slog.Logger
+	m       *metrics
+	now     func() time.Time
+	ipLim   *limiters
+	keyLim  *limiters
+	// anyOrigin is true when some site allows every origin ("*").
+	origins map[string]bool
+	anyOrigin bool
+
+	srv      *fasthttp.Server
+	ln       net.Listener
+	serveErr chan error
+	started  atomic.Bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New checks cfg and returns a gateway that is not yet listening.
+func New(cfg Config, deps Deps) (*Gateway, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Publisher == nil {
+		return nil, errors.New("gateway: a publisher is required")
+	}
+	g := &Gateway{
+		cfg: cfg, pub: deps.Publisher, consent: deps.Consent, dedup: deps.Dedup,
+		log: deps.Logger, now: deps.Now,
+		ipLim: newLimiters(), keyLim: newLimiters(),
+		origins: map[string]bool{}, serveErr: make(chan error, 1),
+	}
+	if g.consent == nil {
+		g.consent = PassConsent{}
+	}
+	if g.dedup == nil {
+		g.dedup = PassDedup{}
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	g.log = g.log.With("component", "gateway")
+	if g.now == nil {
+		g.now = time.Now
+	}
+	reg := deps.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	g.m = newMetrics(reg)
+	for _, s := range cfg.Sites {
+		for _, o := range s.Origins {
+			if o == "*" {
+				g.anyOrigin = true
+			}
+			g.origins[o] = true
+		}
+	}
+	l := cfg.Limits
+	g.srv = &fasthttp.Server{
+		Handler:               g.handle,
+		Name:                  "tagway",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		MaxRequestBodySize:    int(max(l.ServerBody, l.BrowserBody)) + 1,
+		ReadTimeout:           l.ReadTimeout.D(),
+		WriteTimeout:          l.WriteTimeout.D(),
+		IdleTimeout:           l.IdleTimeout.D(),
+		MaxConnsPerIP:         0,
+		Concurrency:           l.MaxConns,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{g.log},
+	}
+	return g, nil
+}
+
+// Start listens on cfg.Listen and serves in the background.
+func (g *Gateway) Start() error {
+	if !g.started.CompareAndSwap(false, true) {
+		return errors.New("gateway: already started")
+	}
+	ln, err := net.Listen("tcp", g.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
+	}
+	g.ln = ln
+	go func() {
+		var err error
+		if g.cfg.TLS.CertFile != "" {
+			err = g.srv.ServeTLS(ln, g.cfg.TLS.CertFile, g.cfg.TLS.KeyFile)
+		} else {
+			err = g.srv.Serve(ln)
+		}
+		g.serveErr <- err
+	}()
+	return nil
+}
+
+// Addr is the address the gateway listens on (after Start).
+func (g *Gateway) Addr() net.Addr {
+	if g.ln == nil {
+		return nil
+	}
+	return g.ln.Addr()
+}
+
+// Err returns a channel that yields an error if serving stops unexpectedly.
+func (g *Gateway) Err() <-chan error { return g.serveErr }
+
+// Shutdown stops accepting connections and waits, bounded by ctx, for the
+// requests in flight to finish (each of which waits for its PubAcks). Safe to
+// call twice.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.stopOnce.Do(func() {
+		if !g.started.Load() {
+			return
+		}
+		if err := g.srv.ShutdownWithContext(ctx); err != nil {
+			g.stopErr = fmt.Errorf("gateway: shutdown: %w", err)
+		}
+	})
+	return g.stopErr
+}
+
+// handle routes a public request.
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	g.m.inFlight.Inc()
+	defer g.m.inFlight.Dec()
+
+	rid := requestID(ctx)
+	ctx.Response.Header.Set("X-Request-Id", rid)
+	route := routeOther
+	switch string(ctx.Path()) {
+	case "/e":
+		route = routeBrowser
+		g.serveBrowser(ctx, rid)
+	case "/p.gif":
+		route = routePixel
+		g.servePixel(ctx, rid)
+	case "/v1/events":
+		route = routeServer
+		g.serveServer(ctx, rid)
+	default:
+		g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))
+	}
+	g.m.request(route, ctx.Response.StatusCode(), time.Since(start).Seconds())
+}
+
+func requestID(ctx *fasthttp.RequestCtx) string {
+	if id := ctx.Request.Header.Peek("X-Request-Id"); len(id) > 0 && len(id) <= 64 && printable(string(id), 64) {
+		return string(id)
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// refuse answers a refused request with its status and a JSON error.
+func (g *Gateway) refuse(ctx *fasthttp.RequestCtx, route, rid string, e *requestError) {
+	g.m.rejected.WithLabelValues(route, e.reason.String()).Inc()
+	var body errorBody
+	body.Error.Code = e.reason.String()
+	body.Error.Field = e.field
+	body.Error.Message = e.message
+	body.Error.RequestID = rid
+	if e.reason == reasonUnavailable {
+		ctx.Response.Header.Set("Retry-After", "2")
+		g.log.Warn("request refused", "route", route, "reason", e.reason.String(), "request_id", rid, "err", e.err)
+	} else {
+		g.log.Debug("request refused", "route", route, "reason", e.reason.String(), "field", e.field, "request_id", rid)
+	}
+	if e.reason == reasonRateLimited {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	writeJSON(ctx, e.reason.status(), &body)
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // our own types always marshal
+		status, b = 500, []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetBody(b)
+}
+
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,285 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"strconv"
+	"time"
+
+	json "github.com/goccy/go-json"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/event"
+)
+
+// decodeFunc fills ev with event i of a request, or returns why it cannot.
+type decodeFunc func(i int, ev *eventIn) (field, msg string, r reason)
+
+// process runs events 0..n-1 of a request through validate → identify →
+// consent → dedup → publish, and waits for every PubAck before it returns.
+// The answer's status is 503 when any valid event could not be stored (the
+// sender retries the batch; event ids make that safe), 200 when at least one
+// event was accepted or was a duplicate, 400 when none was valid.
+func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int, decode decodeFunc) (batchAnswer, int) {
+	lim := eventLimits{maxAge: g.cfg.Limits.MaxAge.D(), maxFuture: g.cfg.Limits.MaxFuture.D()}
+	var is issues
+	envs := make([]event.Envelope, n)
+	msgs := make([]bus.Msg, 0, n)
+	idx := make([]int, 0, n) // msgs[k] is event idx[k]
+	dups := 0
+	var stepErr error
+	for i := 0; i < n; i++ {
+		var ev eventIn
+		if field, msg, r := decode(i, &ev); msg != "" {
+			is.fail(i, field, msg, r)
+			continue
+		}
+		env := &envs[i]
+		if !buildEnvelope(&ev, ri, lim, i, &is, env) {
+			continue
+		}
+		if err := g.consent.Decide(ctx, env); err != nil {
+			stepErr = err
+			is.fail(i, "", "not stored: consent state unavailable; retry the batch", reasonUnavailable)
+			continue
+		}
+		dup, err := g.dedup.Duplicate(ctx, env)
+		if err != nil {
+			stepErr = err
+			is.fail(i, "", "not stored: dedup state unavailable; retry the batch", reasonUnavailable)
+			continue
+		}
+		if dup {
+			dups++
+			continue
+		}
+		data, err := json.Marshal(env)
+		if err != nil { // cannot happen for our own types; never drop silently
+			stepErr = err
+			is.fail(i, "", "not stored: encoding failed", reasonUnavailable)
+			continue
+		}
+		if env.EventIDAssigned && ri.source == event.SourceServer {
+			g.m.noEventID.Inc()
+		}
+		msgs = append(msgs, bus.Msg{Subject: event.Subject(env.Site, env.Event), MsgID: event.DedupKey(env.Site, env.Event, env.EventID), Data: data})
+		idx = append(idx, i)
+	}
+
+	ans := batchAnswer{Duplicates: dups}
+	if len(msgs) > 0 {
+		acks := make([]bus.Ack, len(msgs))
+		t0 := time.Now()
+		g.pub.PublishBatch(ctx, msgs, acks)
+		g.m.publish.Observe(time.Since(t0).Seconds())
+		for k, a := range acks {
+			switch {
+			case a.Err != nil:
+				stepErr = a.Err
+				is.fail(idx[k], "", "not stored: the event store is unavailable; retry the batch (event_id makes the retry safe)", reasonUnavailable)
+			case a.Duplicate:
+				ans.Duplicates++
+			default:
+				ans.Accepted++
+			}
+		}
+	}
+
+	// Count every event exactly once.
+	src := string(ri.source)
+	unavailable := 0
+	for _, e := range is.errors {
+		if e.reason == reasonUnavailable {
+			unavailable++
+		}
+		g.m.rejected.WithLabelValues(route, e.reason.String()).Inc()
+	}
+	g.m.events.WithLabelValues(src, dispAccepted).Add(float64(ans.Accepted))
+	g.m.events.WithLabelValues(src, dispDuplicate).Add(float64(ans.Duplicates))
+	g.m.events.WithLabelValues(src, dispInvalid).Add(float64(len(is.errors) - unavailable))
+	g.m.events.WithLabelValues(src, dispUnavailable).Add(float64(unavailable))
+	g.m.warnings.Add(float64(len(is.warnings)))
+	g.m.batchSizes.WithLabelValues(src).Observe(float64(n))
+
+	ans.Errors = is.errors
+	if ans.Errors == nil {
+		ans.Errors = []fieldError{}
+	}
+	ans.Warnings = is.warnings
+	status := 200
+	switch {
+	case unavailable > 0:
+		status = 503
+		g.log.Warn("events not stored", "route", route, "events", unavailable, "err", stepErr)
+	case ans.Accepted+ans.Duplicates == 0:
+		status = 400
+	}
+	return ans, status
+}
+
+// ---- POST /v1/events -------------------------------------------------------
+
+func (g *Gateway) serveServer(ctx *fasthttp.RequestCtx, rid string) {
+	if !ctx.IsPost() {
+		ctx.Response.Header.Set("Allow", "POST")
+		g.refuse(ctx, routeServer, rid, reqErr(reasonMethodNotAllowed, "", "use POST"))
+		return
+	}
+	src := g.authenticate(ctx)
+	if src == nil {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="tagway"`)
+		g.refuse(ctx, routeServer, rid, reqErr(reasonUnauthorized, "Authorization", "missing or unknown API key (Authorization: Bearer <key>)"))
+		return
+	}
+	if !mediaType(ctx, "application/json") {
+		g.refuse(ctx, routeServer, rid, reqErr(reasonUnsupportedMedia, "Content-Type", "Content-Type must be application/json"))
+		return
+	}
+	rate := src.RateLimit
+	if rate.RPS == 0 {
+		rate = g.cfg.Limits.KeyRate
+	}
+	now := g.now()
+	if !g.keyLim.allow(src.Name, rate, now) {
+		g.refuse(ctx, routeServer, rid, reqErr(reasonRateLimited, "", "too many requests for this API key"))
+		return
+	}
+	body, rerr := g.body(ctx, int(g.cfg.Limits.ServerBody), true)
+	if rerr != nil {
+		g.refuse(ctx, routeServer, rid, rerr)
+		return
+	}
+	var b batchIn
+	if rerr := parseBatch(body, &b); rerr != nil {
+		g.refuse(ctx, routeServer, rid, rerr)
+		return
+	}
+	if b.Site == "" {
+		g.refuse(ctx, routeServer, rid, reqErr(reasonInvalidField, "site", "site: required"))
+		return
+	}
+	if !contains(src.Sites, b.Site) {
+		g.refuse(ctx, routeServer, rid, reqErr(reasonSiteNotAllowed, "site", "site: this API key may not send events for this site"))
+		return
+	}
+	if rerr := g.checkCount(len(b.Data), g.cfg.Limits.ServerEvents); rerr != nil {
+		g.refuse(ctx, routeServer, rid, rerr)
+		return
+	}
+	if f, m := checkBatchConsent(b.Consent); f != "" {
+		g.refuse(ctx, routeServer, rid, reqErr(reasonInvalidField, f, f+": "+m))
+		return
+	}
+	ri := &reqInfo{source: event.SourceServer, sourceName: src.Name, site: b.Site, now: now, user: b.User, consent: b.Consent}
+	ans, status := g.process(ctx, routeServer, ri, len(b.Data), g.rawDecoder(b.Data))
+	ans.RequestID = rid
+	if status == 503 {
+		ctx.Response.Header.Set("Retry-After", "2")
+	}
+	writeJSON(ctx, status, &ans)
+}
+
+func (g *Gateway) rawDecoder(data []json.RawMessage) decodeFunc {
+	limit := int(g.cfg.Limits.EventBytes)
+	return func(i int, ev *eventIn) (string, string, reason) {
+		if len(data[i]) > limit {
+			return "", "event is larger than " + itoa(limit) + " bytes", reasonEventTooLarge
+		}
+		f, m := parseEvent(data[i], ev)
+		return f, m, reasonInvalidField
+	}
+}
+
+// authenticate finds the source whose key hash matches the bearer key,
+// comparing in constant time against every source.
+func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx) *Source {
+	h := ctx.Request.Header.Peek("Authorization")
+	const prefix = "bearer "
+	if len(h) <= len(prefix) || !bytes.EqualFold(h[:len(prefix)], []byte(prefix)) {
+		return nil
+	}
+	return matchKey(g.cfg.Sources, bytes.TrimSpace(h[len(prefix):]))
+}
+
+func (g *Gateway) checkCount(n, max int) *requestError {
+	if n == 0 {
+		return reqErr(reasonEmptyBatch, "data", "data: must hold at least one event")
+	}
+	if n > max {
+		return reqErr(reasonBatchTooLarge, "data", "data: at most "+itoa(max)+" events per batch")
+	}
+	return nil
+}
+
+// body returns the request body, refusing one over limit. Server requests may
+// be gzip-compressed; the limit applies to the uncompressed size.
+func (g *Gateway) body(ctx *fasthttp.RequestCtx, limit int, allowGzip bool) ([]byte, *requestError) {
+	tooLarge := reqErr(reasonBodyTooLarge, "", "body is larger than "+itoa(limit)+" bytes")
+	body := ctx.PostBody()
+	enc := ctx.Request.Header.ContentEncoding()
+	switch {
+	case len(enc) == 0 || bytes.EqualFold(enc, []byte("identity")):
+		if len(body) > limit {
+			return nil, tooLarge
+		}
+		return body, nil
+	case allowGzip && bytes.EqualFold(enc, []byte("gzip")):
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, reqErr(reasonInvalidJSON, "Content-Encoding", "body is not valid gzip")
+		}
+		out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
+		if err != nil {
+			return nil, reqErr(reasonInvalidJSON, "Content-Encoding", "body is not valid gzip")
+		}
+		if len(out) > limit {
+			return nil, tooLarge
+		}
+		return out, nil
+	default:
+		return nil, reqErr(reasonUnsupportedMedia, "Content-Encoding", "Content-Encoding must be gzip or absent")
+	}
+}
+
+// mediaType reports whether the request's Content-Type is one of types
+// (parameters such as charset ignored). An empty list entry accepts a missing
+// header.
+func mediaType(ctx *fasthttp.RequestCtx, types ...string) bool {
+	ct := ctx.Request.Header.ContentType()
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = bytes.TrimSpace(ct)
+	for _, t := range types {
+		if bytes.EqualFold(ct, []byte(t)) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBatchConsent checks batch-level signals: a malformed one refuses the
+// whole batch, because dropping it could turn a refusal into a permission.
+func checkBatchConsent(c *consentIn) (string, string) {
+	if c == nil {
+		return "", ""
+	}
+	if f, m := checkConsent(c); f != "" {
+		return "consent." + f, m
+	}
+	return "", ""
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
