@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"strconv"
@@ -66,7 +67,7 @@ func (g *Gateway) serveBrowser(ctx *fasthttp.RequestCtx, rid string) {
 		return
 	}
 	ri := g.browserInfo(ctx, site, &b, ip.String(), now)
-	ans, status := g.process(ctx, routeBrowser, ri, len(b.Data), g.rawDecoder(b.Data))
+	ans, status := g.process(context.Background(), routeBrowser, ri, len(b.Data), g.rawDecoder(b.Data))
 	ans.RequestID = rid
 	if status == 503 {
 		ctx.Response.Header.Set("Retry-After", "2")
@@ -198,7 +199,7 @@ func (g *Gateway) servePixel(ctx *fasthttp.RequestCtx, rid string) {
 		return
 	}
 	ri := g.browserInfo(ctx, site, &b, ip.String(), now)
-	ans, status := g.process(ctx, routePixel, ri, 1, func(_ int, out *eventIn) (string, string, reason) {
+	ans, status := g.process(context.Background(), routePixel, ri, 1, func(_ int, out *eventIn) (string, string, reason) {
 		*out = ev
 		return "", "", reasonNone
 	})

@@ -102,7 +102,7 @@ type Gateway struct {
 	ipLim   *limiters
 	keyLim  *limiters
 	// anyOrigin is true when some site allows every origin ("*").
-	origins map[string]bool
+	origins   map[string]bool
 	anyOrigin bool
 
 	srv      *fasthttp.Server
@@ -160,14 +160,16 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		Name:                  "tagway",
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
-		MaxRequestBodySize:    int(max(l.ServerBody, l.BrowserBody)) + 1,
-		ReadTimeout:           l.ReadTimeout.D(),
-		WriteTimeout:          l.WriteTimeout.D(),
-		IdleTimeout:           l.IdleTimeout.D(),
-		MaxConnsPerIP:         0,
-		Concurrency:           l.MaxConns,
-		CloseOnShutdown:       true,
-		Logger:                fasthttpLogger{g.log},
+		// Bodies up to 4× the largest limit are read so the sender gets a JSON
+		// 413 naming the limit; beyond that fasthttp closes the connection.
+		MaxRequestBodySize: 4 * int(max(l.ServerBody, l.BrowserBody)),
+		ReadTimeout:        l.ReadTimeout.D(),
+		WriteTimeout:       l.WriteTimeout.D(),
+		IdleTimeout:        l.IdleTimeout.D(),
+		MaxConnsPerIP:      0,
+		Concurrency:        l.MaxConns,
+		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{g.log},
 	}
 	return g, nil
 }

@@ -15,6 +15,10 @@ import (
 	"github.com/tagway/tagway/gateway/event"
 )
 
+// Note: fasthttp's RequestCtx implements context.Context but is reused after
+// the handler returns; the pipeline gets context.Background() instead, and
+// bounds its waits itself (bus.Config.PublishTimeout).
+
 // decodeFunc fills ev with event i of a request, or returns why it cannot.
 type decodeFunc func(i int, ev *eventIn) (field, msg string, r reason)
 
@@ -174,7 +178,7 @@ func (g *Gateway) serveServer(ctx *fasthttp.RequestCtx, rid string) {
 		return
 	}
 	ri := &reqInfo{source: event.SourceServer, sourceName: src.Name, site: b.Site, now: now, user: b.User, consent: b.Consent}
-	ans, status := g.process(ctx, routeServer, ri, len(b.Data), g.rawDecoder(b.Data))
+	ans, status := g.process(context.Background(), routeServer, ri, len(b.Data), g.rawDecoder(b.Data))
 	ans.RequestID = rid
 	if status == 503 {
 		ctx.Response.Header.Set("Retry-After", "2")

@@ -52,7 +52,10 @@ func (u *userIn) merge(def *userIn) {
 	if def == nil {
 		return
 	}
-	for _, p := range [...]struct{ dst *string; src string }{
+	for _, p := range [...]struct {
+		dst *string
+		src string
+	}{
 		{&u.Email, def.Email}, {&u.Phone, def.Phone}, {&u.ExternalID, def.ExternalID},
 		{&u.AnonID, def.AnonID}, {&u.IP, def.IP}, {&u.UserAgent, def.UserAgent},
 		{&u.TTCLID, def.TTCLID}, {&u.TTP, def.TTP}, {&u.FBC, def.FBC}, {&u.FBP, def.FBP},

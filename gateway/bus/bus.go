@@ -172,7 +172,10 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 		// never come.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			b.log.Warn("nats disconnected", "err", err)
+			if b.closed.Load() {
+				return // our own Close
+			}
+			b.log.Warn("nats disconnected; publishing answers 503 until it reconnects", "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted())
