@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ type testGW struct {
 // embedded JetStream, with site "shop" and source "backend" (key testKey).
 func startGateway(t *testing.T, mutate func(*Config)) *testGW {
 	t.Helper()
+	return startGatewayOn(t, bustest.OpenEmbedded(t), mutate)
+}
+
+// startGatewayOn is startGateway publishing to b.
+func startGatewayOn(t *testing.T, b *bus.Bus, mutate func(*Config)) *testGW {
+	t.Helper()
 	sum := sha256.Sum256([]byte(testKey))
 	cfg := Config{
 		Listen:  "127.0.0.1:0",
@@ -44,7 +51,6 @@ func startGateway(t *testing.T, mutate func(*Config)) *testGW {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	b := bustest.OpenEmbedded(t)
 	reg := prometheus.NewRegistry()
 	g, err := New(cfg, Deps{Publisher: b, Registry: reg, Now: func() time.Time { return testNow }})
 	if err != nil {
@@ -168,3 +174,27 @@ func gzipped(t *testing.T, s string) *bytes.Buffer {
 	_ = zw.Close()
 	return &buf
 }
+
+// startGatewayB is startGateway for benchmarks (real clock, no rate limit).
+func startGatewayB(b *testing.B) *testGW {
+	b.Helper()
+	sum := sha256.Sum256([]byte(testKey))
+	cfg := Config{
+		Listen:  "127.0.0.1:0",
+		Sites:   []Site{{ID: "shop"}},
+		Sources: []Source{{Name: "backend", KeySHA256: hex.EncodeToString(sum[:]), Sites: []string{"shop"}}},
+	}
+	bb := bustest.OpenEmbedded(b)
+	reg := prometheus.NewRegistry()
+	g, err := New(cfg, Deps{Publisher: bb, Registry: reg, Now: func() time.Time { return testNow }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+	return &testGW{g: g, bus: bb, url: "http://" + g.Addr().String(), reg: reg}
+}
+
+func nextSeq(p *int64) int64 { return atomic.AddInt64(p, 1) }

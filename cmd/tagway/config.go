@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -124,7 +125,7 @@ Config file reference (every key, with its default):
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return nil, errUsage
+			return nil, errHelp
 		}
 		return nil, errUsage
 	}
@@ -174,17 +175,121 @@ Config file reference (every key, with its default):
 	return c, nil
 }
 
-// decodeYAML decodes strictly: an unknown key is an error that names it.
+// decodeYAML decodes strictly: an unknown key or a bad value is an error
+// that names the key's path ("limits.ip_rate.rps (line 12): …").
 func decodeYAML(raw []byte, out *fileConfig) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return err // a syntax error: yaml names the line
+	}
+	if root.Kind == 0 {
+		return nil // an empty file is all defaults
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(out); err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil // an empty file is all defaults
+			return nil
 		}
-		return err
+		return nameKeys(err, keyPaths(&root))
 	}
 	return nil
+}
+
+// position is a place in the YAML source.
+type position struct{ line, col int }
+
+// keyPaths maps the position of every key and value to its dotted path.
+func keyPaths(root *yaml.Node) map[position]string {
+	paths := map[position]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := k.Value
+				if path != "" {
+					p = path + "." + k.Value
+				}
+				paths[position{k.Line, k.Column}] = p
+				paths[position{v.Line, v.Column}] = p
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				paths[position{c.Line, c.Column}] = p
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	return paths
+}
+
+var (
+	lineColRe = regexp.MustCompile(`^line (\d+), column (\d+): (.*)$`)
+	lineRe    = regexp.MustCompile(`^\s*line (\d+): (.*)$`)
+	unknownRe = regexp.MustCompile(`^field (\S+) not found in type`)
+)
+
+// nameKeys rewrites decoder errors that give a position into ones that name
+// the key. yaml's own errors give only a line: the deepest key that starts on
+// that line is named.
+func nameKeys(err error, paths map[position]string) error {
+	onLine := func(line int) string {
+		best, bestCol := "", -1
+		for p, path := range paths {
+			if p.line == line && p.col > bestCol {
+				best, bestCol = path, p.col
+			}
+		}
+		return best
+	}
+	msg := err.Error()
+	if m := lineColRe.FindStringSubmatch(msg); m != nil {
+		line, col := atoi(m[1]), atoi(m[2])
+		path := paths[position{line, col}]
+		if path == "" {
+			path = onLine(line)
+		}
+		return fmt.Errorf("%s (line %d): %s", path, line, m[3])
+	}
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	out := make([]string, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		m := lineRe.FindStringSubmatch(e)
+		if m == nil {
+			out = append(out, e)
+			continue
+		}
+		line, text := atoi(m[1]), m[2]
+		path := onLine(line)
+		if u := unknownRe.FindStringSubmatch(text); u != nil {
+			if path == "" || !strings.HasSuffix(path, u[1]) {
+				path = strings.TrimPrefix(path+"."+u[1], ".")
+			}
+			text = "unknown key (see tagway serve --help for every key)"
+		}
+		out = append(out, fmt.Sprintf("%s (line %d): %s", path, line, text))
+	}
+	return errors.New(strings.Join(out, "; "))
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // finish fills defaults and validates every part, naming the bad key.

@@ -20,7 +20,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
-	if err != nil {
+	if err != nil && !errors.Is(err, errHelp) {
 		if !errors.Is(err, errUsage) {
 			fmt.Fprintln(os.Stderr, "tagway:", err)
 		}
@@ -28,7 +28,10 @@ func main() {
 	}
 }
 
-var errUsage = errors.New("usage")
+var (
+	errUsage = errors.New("usage")      // bad arguments: usage printed, exit 2
+	errHelp  = errors.New("help shown") // --help: usage printed, exit 0
+)
 
 const usage = `Tagway — consent-aware first-party event gateway.
 

@@ -27,6 +27,9 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	last := fs.Int("last", 10, "start with the last N messages of the stream (0: only new ones)")
 	follow := fs.Bool("follow", false, "keep printing new messages until interrupted")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
 		return errUsage
 	}
 	if *url == "" {

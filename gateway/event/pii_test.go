@@ -101,3 +101,21 @@ func TestProfileID(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func BenchmarkHashEmail(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := HashEmail("  Jane.Doe@Example.COM "); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkHashPhone(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := HashPhone("+1 (555) 123-4567"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

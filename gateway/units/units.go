@@ -1,6 +1,9 @@
 // Package units has the value types Tagway's YAML config shares: durations
 // that accept a day suffix ("7d") and byte sizes that accept KiB/MiB ("64KiB").
 // It imports no other Tagway package.
+//
+// Both types read YAML scalars and report a bad value with its line and
+// column, which cmd/tagway turns into the key's name.
 package units
 
 import (
@@ -9,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // Duration is a time.Duration that reads "90s", "15m", "48h", "7d" or
@@ -44,7 +49,20 @@ func ParseDuration(s string) (Duration, error) {
 	return Duration(time.Duration(days)*24*time.Hour + rest), nil
 }
 
-// UnmarshalText implements encoding.TextUnmarshaler (used by YAML decoders).
+// UnmarshalYAML reads a scalar and reports errors with their position.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		if err == nil {
+			err = errors.New("must be a duration such as 90s, 15m or 7d")
+		}
+		return lineError(n.Line, n.Column, err)
+	}
+	*d = v
+	return nil
+}
+
+// UnmarshalText implements encoding.TextUnmarshaler.
 func (d *Duration) UnmarshalText(b []byte) error {
 	v, err := ParseDuration(string(b))
 	if err != nil {
@@ -89,6 +107,19 @@ func ParseByteSize(s string) (ByteSize, error) {
 	return ByteSize(n * mult), nil
 }
 
+// UnmarshalYAML reads a scalar and reports errors with their position.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		if err == nil {
+			err = errors.New("must be a size such as 65536, 64KiB or 1MiB")
+		}
+		return lineError(n.Line, n.Column, err)
+	}
+	*b = v
+	return nil
+}
+
 // UnmarshalText implements encoding.TextUnmarshaler.
 func (b *ByteSize) UnmarshalText(t []byte) error {
 	v, err := ParseByteSize(string(t))
@@ -101,3 +132,9 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 
 // MarshalText writes the plain number of bytes.
 func (b ByteSize) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(int64(b), 10)), nil }
+
+// lineError carries the YAML position of a bad value, so the config loader
+// can name the key ("line N, column C: …").
+func lineError(line, col int, err error) error {
+	return fmt.Errorf("line %d, column %d: %w", line, col, err)
+}

@@ -1,0 +1,36 @@
+# Tagway — `make run` and `make test` are all a newcomer needs.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+# make run's demo API key (the README's curl example uses it). Override it:
+# make run TAGWAY_DEMO_KEY=…
+TAGWAY_DEMO_KEY ?= tw_demo_key
+FUZZTIME ?= 60s
+
+.PHONY: help run build test test-short bench fuzz clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+run: ## run the gateway on its embedded defaults (demo site, embedded NATS and Badger in ./data)
+	TAGWAY_DEMO_KEY=$(TAGWAY_DEMO_KEY) $(GO) run -ldflags "$(LDFLAGS)" ./cmd/tagway serve --log-format text
+
+build: ## build bin/tagway
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/tagway ./cmd/tagway
+
+test: ## vet and run every test with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+test-short: ## the tests without the ones that build and kill a process
+	$(GO) test -short -count=1 ./...
+
+bench: ## Go benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## run each batch-parser fuzz target for FUZZTIME (default 60s)
+	$(GO) test -run '^$$' -fuzz '^FuzzServerBatch$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzBrowserBatch$$' -fuzztime $(FUZZTIME) ./gateway/
+
+clean: ## remove build output and the demo data directory
+	rm -rf bin data

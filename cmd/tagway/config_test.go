@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tagway/tagway/gateway"
+)
+
+func loadFile(t *testing.T, yaml string, env map[string]string, args ...string) (*serveConfig, error) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "tagway.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return loadServeConfig(append([]string{"--config", p}, args...), &bytes.Buffer{}, envFunc(env))
+}
+
+// The shipped examples must load: deploy/ for deployments, reference.yaml for
+// `tagway serve --help`.
+func TestShippedConfigsLoad(t *testing.T) {
+	for _, p := range []string{"../../deploy/tagway.yaml", "reference.yaml"} {
+		c, err := loadServeConfig([]string{"--config", p}, &bytes.Buffer{}, envFunc(nil))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		if len(c.Gateway.Sites) != 1 || c.Gateway.Sites[0].ID != "shop" || c.demo {
+			t.Fatalf("%s: sites %+v demo %v", p, c.Gateway.Sites, c.demo)
+		}
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown top-level key", "listen: \":8080\"\nlisten_addr: x\n", "listen_addr (line 2): unknown key"},
+		{"unknown nested key", "admin:\n  listn: x\n", "admin.listn (line 2): unknown key"},
+		{"unknown key in a list", "sites:\n  - id: shop\n    cookie_domian: x\n", "sites[0].cookie_domian (line 3): unknown key"},
+		{"bad duration", "dedup: {window: 7x}\n", "dedup.window (line 1): invalid duration"},
+		{"bad size", "limits:\n  browser_body: huge\n", "limits.browser_body (line 2): invalid size"},
+		{"wrong type", "limits:\n  ip_rate: {rps: fast}\n", "limits.ip_rate.rps (line 2)"},
+		{"range", "limits:\n  server_events: -1\n", "limits.server_events: must be between"},
+		{"site id", "sites:\n  - id: Shop!\n", "sites[0].id:"},
+		{"key hash", "sites: [{id: shop}]\nsources:\n  - {name: b, key_sha256: nothex, sites: [shop]}\n", "sources[0].key_sha256: must be 64 hex"},
+		{"source unknown site", "sites: [{id: shop}]\nsources:\n  - {name: b, key_sha256: " + strings.Repeat("ab", 32) + ", sites: [blog]}\n", `sources[0].sites[0]: unknown site "blog"`},
+		{"origin", "sites:\n  - {id: shop, origins: [shop.example]}\n", "sites[0].origins[0]:"},
+		{"proxy", "trusted_proxies: [lb]\n", "trusted_proxies[0]:"},
+		{"log level", "log: {level: loud}\n", "log.level:"},
+		{"regime", "consent: {default_regime: maybe}\n", "consent.default_regime:"},
+		{"destination type", "destinations:\n  - {name: x, type: fax}\n", "destinations[0].type:"},
+		{"nats replicas", "nats: {events: {replicas: 9}}\n", "nats.events.replicas:"},
+		{"syntax", "sites: [\n", "line"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadFile(t, tc.yaml, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	yaml := "listen: \":9000\"\ndata: /from/file\nadmin: {listen: \"127.0.0.1:9001\"}\n"
+	c, err := loadFile(t, yaml, nil)
+	if err != nil || c.Gateway.Listen != ":9000" || c.Data != "/from/file" || c.Admin.Listen != "127.0.0.1:9001" {
+		t.Fatalf("file: %v %+v", err, c)
+	}
+	c, err = loadFile(t, yaml, map[string]string{"TAGWAY_LISTEN": ":9100", "TAGWAY_DATA": "/from/env", "TAGWAY_NATS": "nats://n1:4222"})
+	if err != nil || c.Gateway.Listen != ":9100" || c.Data != "/from/env" || c.NATS.URL != "nats://n1:4222" {
+		t.Fatalf("env over file: %v %+v", err, c)
+	}
+	c, err = loadFile(t, yaml, map[string]string{"TAGWAY_LISTEN": ":9100"}, "--listen", ":9200", "--nats-listen", "off")
+	if err != nil || c.Gateway.Listen != ":9200" || c.NATS.Listen != "off" {
+		t.Fatalf("flag over env: %v %+v", err, c)
+	}
+	// Defaults with no file at all: demo mode.
+	c, err = loadServeConfig(nil, &bytes.Buffer{}, envFunc(map[string]string{"TAGWAY_DEMO_KEY": "k"}))
+	if err != nil || !c.demo || c.demoKey != "k" || c.Gateway.Listen != ":8080" || c.Admin.Listen != "127.0.0.1:8081" ||
+		c.Data != "./data" || c.NATS.Listen != "127.0.0.1:4222" || c.NATS.URL != "" {
+		t.Fatalf("defaults: %v %+v", err, c)
+	}
+	if len(c.Gateway.Sources) != 1 || c.Gateway.Sources[0].Sites[0] != "demo" {
+		t.Fatalf("demo source: %+v", c.Gateway.Sources)
+	}
+	c2, _ := loadServeConfig(nil, &bytes.Buffer{}, envFunc(nil))
+	if !strings.HasPrefix(c2.demoKey, "tw_demo_") || c2.demoKey == c.demoKey {
+		t.Fatalf("random demo key: %q", c2.demoKey)
+	}
+	// TAGWAY_CONFIG names the file when --config is absent.
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	_ = os.WriteFile(p, []byte(yaml), 0o600)
+	c, err = loadServeConfig(nil, &bytes.Buffer{}, envFunc(map[string]string{"TAGWAY_CONFIG": p}))
+	if err != nil || c.demo || c.Gateway.Listen != ":9000" {
+		t.Fatalf("TAGWAY_CONFIG: %v %+v", err, c)
+	}
+}
+
+func TestAdminTokenRequiredOffLoopback(t *testing.T) {
+	_, err := loadFile(t, "", nil, "--admin-listen", "0.0.0.0:8081")
+	if !errors.Is(err, gateway.ErrAdminToken) {
+		t.Fatalf("err = %v", err)
+	}
+	c, err := loadFile(t, "admin: {token_env: MY_TOKEN}\n", map[string]string{"MY_TOKEN": "t0ken"}, "--admin-listen", "0.0.0.0:8081")
+	if err != nil || c.Admin.Token != "t0ken" {
+		t.Fatalf("with token: %v", err)
+	}
+}
+
+func TestCLI(t *testing.T) {
+	var out, errb bytes.Buffer
+	if err := run(t.Context(), []string{"version"}, &out, &errb, envFunc(nil)); err != nil || !strings.HasPrefix(out.String(), "tagway ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"serve", "--check-config", "--config", "../../deploy/tagway.yaml"}, &out, &errb, envFunc(nil)); err != nil || !strings.HasPrefix(out.String(), "config ok") {
+		t.Fatalf("check-config: %v %q", err, out.String())
+	}
+	errb.Reset()
+	if err := run(t.Context(), []string{"serve", "--help"}, &out, &errb, envFunc(nil)); !errors.Is(err, errHelp) {
+		t.Fatalf("help: %v", err)
+	}
+	for _, want := range []string{"-listen", "TAGWAY_NATS_LISTEN", "TAGWAY_ADMIN_TOKEN", "TAGWAY_DEMO_KEY", "limits:", "browser_body: 64KiB", "trusted_proxies"} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("serve --help lacks %q", want)
+		}
+	}
+	if err := run(t.Context(), []string{"bogus"}, &out, &errb, envFunc(nil)); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown command: %v", err)
+	}
+}
