@@ -22,6 +22,11 @@ type batchIn struct {
 	Data    []json.RawMessage `json:"data"`
 }
 
+// Events are kept as json.RawMessage, which copies. A non-copying reference
+// is NOT safe: goccy/go-json decodes from a pooled buffer that it releases
+// when Unmarshal returns and that any later decode, in this request or
+// another, may overwrite.
+
 type eventIn struct {
 	Event      string          `json:"event"`
 	EventTime  *float64        `json:"event_time"`

@@ -217,3 +217,30 @@ func TestGzipServerBody(t *testing.T) {
 		t.Fatalf("gzip bomb: %d %+v", resp.StatusCode, a.Error)
 	}
 }
+
+func TestValidURL(t *testing.T) {
+	for s, want := range map[string]bool{
+		"https://shop.example/":                true,
+		"http://shop.example":                  true,
+		"HTTPS://Shop.Example/p?q=1#top":       true,
+		"https://shop.example:8443/a/b":        true,
+		"https://user@shop.example/":           true,
+		"https://[2001:db8::1]/":               true,
+		"https://":                             false,
+		"http://":                              false,
+		"https:///path":                        false,
+		"https://:443/":                        false,
+		"https://@x":                           false,
+		"https://shop.example/a b":             false,
+		"https://shop.example/\n":              false,
+		"ftp://shop.example/":                  false,
+		"//shop.example/":                      false,
+		"shop.example":                         false,
+		"javascript:alert(1)":                  false,
+		"https://" + strings.Repeat("a", 4090): false,
+	} {
+		if got := validURL(s); got != want {
+			t.Errorf("validURL(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
