@@ -231,8 +231,8 @@ func pixelEvent(q *fasthttp.Args, referer []byte) (ev eventIn, c *consentIn, fie
 		ev.EventTime = &v
 	}
 	page := pageIn{URL: string(q.Peek("url")), Referrer: string(q.Peek("referrer")), Title: string(q.Peek("title"))}
-	if page.URL == "" {
-		page.URL = string(referer)
+	if page.URL == "" && validURL(string(referer)) {
+		page.URL = string(referer) // an app or file referrer is not a page: ignore it
 	}
 	if page != (pageIn{}) {
 		ev.Page = &page

@@ -71,6 +71,20 @@ func TestSIGKILLKeepsAcknowledgedEvents(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills a real process; skipped with -short")
 	}
+	stopUnderLoad(t, syscall.SIGKILL)
+}
+
+// TestSIGTERMDrainsUnderLoad: SIGTERM during the same load exits cleanly
+// (status 0) after finishing the requests in flight, and every acknowledged
+// event is in the stream after a restart.
+func TestSIGTERMDrainsUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and stops a real process; skipped with -short")
+	}
+	stopUnderLoad(t, syscall.SIGTERM)
+}
+
+func stopUnderLoad(t *testing.T, sig syscall.Signal) {
 	bin := tagwayBinary(t)
 	dir := t.TempDir()
 	cmd, ep := startProcess(t, bin, dir)
@@ -135,11 +149,14 @@ func TestSIGKILLKeepsAcknowledgedEvents(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	killed.Store(true)
-	_ = cmd.Wait()
+	werr := cmd.Wait()
+	if sig == syscall.SIGTERM && werr != nil {
+		t.Fatalf("after SIGTERM the process exited with %v, want status 0", werr)
+	}
 	wg.Wait()
 	mu.Lock()
 	nAcked := len(acked)
@@ -147,7 +164,7 @@ func TestSIGKILLKeepsAcknowledgedEvents(t *testing.T) {
 	if nAcked == 0 {
 		t.Fatal("no request was acknowledged before the kill")
 	}
-	if sent.Load()*perBatch <= int64(nAcked) {
+	if sig == syscall.SIGKILL && sent.Load()*perBatch <= int64(nAcked) {
 		t.Logf("note: every request sent was acknowledged; the kill landed between requests")
 	}
 
@@ -167,8 +184,8 @@ func TestSIGKILLKeepsAcknowledgedEvents(t *testing.T) {
 			missing++
 		}
 	}
-	t.Logf("sent %d batches, %d events acknowledged, %d stored after restart", sent.Load(), nAcked, len(stored))
+	t.Logf("%v: sent %d batches, %d events acknowledged, %d stored after restart", sig, sent.Load(), nAcked, len(stored))
 	if missing > 0 {
-		t.Fatalf("%d acknowledged events are missing after SIGKILL and restart", missing)
+		t.Fatalf("%d acknowledged events are missing after %v and restart", missing, sig)
 	}
 }
