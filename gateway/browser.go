@@ -176,6 +176,9 @@ func (g *Gateway) servePixel(ctx *fasthttp.RequestCtx, rid string) {
 		refuse(reqErr(reasonMethodNotAllowed, "", "use GET"))
 		return
 	}
+	if ctx.IsHead() {
+		return // headers only; a HEAD records nothing
+	}
 	now := g.now()
 	ip := g.clientIP(ctx)
 	if !g.ipLim.allow(ip.String(), *g.cfg.Limits.IPRate, now) {

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tagway/tagway/gateway/event"
 )
@@ -262,5 +264,45 @@ func TestServerIdentityAndDuplicates(t *testing.T) {
 	}
 	if !envs[1].EventIDAssigned || tg.counter(t, "tagway_server_events_without_event_id_total", nil) != 1 {
 		t.Fatal("a server event without event_id must be accepted and counted")
+	}
+}
+
+func TestPixelHEADRecordsNothing(t *testing.T) {
+	tg := startGateway(t, nil)
+	resp, err := http.Head(tg.url + "/p.gif?site=shop&event=PageView")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/gif" {
+		t.Fatalf("HEAD: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if envs, _ := tg.envelopes(t); len(envs) != 0 {
+		t.Fatalf("HEAD stored %d events", len(envs))
+	}
+}
+
+// panicConsent makes the consent step panic, standing in for any bug.
+type panicConsent struct{}
+
+func (panicConsent) Decide(context.Context, *event.Envelope) error { panic("boom") }
+
+func TestPanicIsAnswered500AndServingContinues(t *testing.T) {
+	tg := startGateway(t, nil)
+	g, err := New(tg.g.cfg, Deps{Publisher: tg.bus, Consent: panicConsent{}, Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.g.Shutdown(context.Background())
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Shutdown(context.Background())
+	tg.url = "http://" + g.Addr().String()
+	for i := 0; i < 2; i++ { // the server survives the first panic
+		resp, a := tg.postServer(t, `{"site":"shop","data":[`+goodEvent+`]}`)
+		if resp.StatusCode != 500 || a.Error == nil || a.Error.Code != "internal" {
+			t.Fatalf("request %d: %d %+v", i, resp.StatusCode, a.Error)
+		}
 	}
 }

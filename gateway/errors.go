@@ -51,6 +51,9 @@ var reasons = [numReasons]struct {
 	reasonNotFound:         {"not_found", 404},
 }
 
+// A recovered panic is counted as reason "internal" (gateway.go); it is not a
+// refusal, so it is not in the table.
+
 func (r reason) String() string { return reasons[r].code }
 func (r reason) status() int    { return reasons[r].status }
 

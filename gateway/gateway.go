@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -231,6 +232,18 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	rid := requestID(ctx)
 	ctx.Response.Header.Set("X-Request-Id", rid)
 	route := routeOther
+	defer func() {
+		// fasthttp does not recover panics; one bad request must not take
+		// the process down. Nothing was acknowledged, so nothing is lost.
+		if p := recover(); p != nil {
+			g.log.Error("panic serving a request", "route", route, "request_id", rid, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			g.m.rejected.WithLabelValues(route, "internal").Inc()
+			ctx.Response.Reset()
+			ctx.Response.Header.Set("X-Request-Id", rid)
+			writeJSON(ctx, 500, map[string]any{"error": map[string]string{"code": "internal", "message": "internal error; the events of this request were not stored, retry later", "request_id": rid}})
+			g.m.request(route, 500, time.Since(start).Seconds())
+		}
+	}()
 	switch string(ctx.Path()) {
 	case "/e":
 		route = routeBrowser
