@@ -50,8 +50,7 @@ func (g *Gateway) serveBrowser(ctx *fasthttp.RequestCtx, rid string) {
 	}
 	site := g.cfg.site(b.Site)
 	if site == nil {
-		field := "site"
-		g.refuse(ctx, routeBrowser, rid, reqErr(reasonUnknownSite, field, "site: unknown site id"))
+		g.refuse(ctx, routeBrowser, rid, reqErr(reasonUnknownSite, "site", "site: unknown site id"))
 		return
 	}
 	if !g.cors(ctx, site) {

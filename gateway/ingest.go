@@ -66,9 +66,6 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 			is.fail(i, "", "not stored: encoding failed", reasonUnavailable)
 			continue
 		}
-		if env.EventIDAssigned && ri.source == event.SourceServer {
-			g.m.noEventID.Inc()
-		}
 		msgs = append(msgs, bus.Msg{Subject: event.Subject(env.Site, env.Event), MsgID: event.DedupKey(env.Site, env.Event, env.EventID), Data: data})
 		idx = append(idx, i)
 	}
@@ -88,6 +85,9 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 				ans.Duplicates++
 			default:
 				ans.Accepted++
+				if ri.source == event.SourceServer && envs[idx[k]].EventIDAssigned {
+					g.m.noEventID.Inc() // accepted, but cannot be deduplicated
+				}
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -213,6 +214,24 @@ func TestServeEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// `tagway tail`, as the README shows it, prints the last events as JSON lines.
+	var tailOut bytes.Buffer
+	if err := run(t.Context(), []string{"tail", "--nats", ep.nats, "--last", "2"}, &tailOut, io.Discard, envFunc(nil)); err != nil {
+		t.Fatalf("tail: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(tailOut.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("tail --last 2 printed %d lines:\n%s", len(lines), tailOut.String())
+	}
+	var line struct {
+		Seq     uint64
+		Subject string
+		Data    event.Envelope
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &line); err != nil || line.Seq != 3 || line.Subject != "tw.events.demo.CompletePayment" || line.Data.EventID != "order-1001" {
+		t.Fatalf("tail line %q: %v", lines[1], err)
+	}
+
 	if logs := stderr.String(); strings.Contains(strings.ToLower(logs), "example.com") || strings.Contains(logs, "7946") {
 		t.Errorf("raw personal data in the logs:\n%s", logs)
 	}
