@@ -19,7 +19,7 @@ func TestPublishBatchAcksAndDuplicates(t *testing.T) {
 		{Subject: "tw.events.s.A", MsgID: "s|A|1", Data: []byte(`{"n":1}`)},
 		{Subject: "tw.events.s.A", MsgID: "s|A|2", Data: []byte(`{"n":2}`)},
 		{Subject: "tw.events.s.A", MsgID: "s|A|1", Data: []byte(`{"n":1}`)}, // same id
-		{Subject: "elsewhere", MsgID: "x", Data: []byte(`{}`)},             // no stream
+		{Subject: "elsewhere", MsgID: "x", Data: []byte(`{}`)},              // no stream
 	}
 	acks := make([]bus.Ack, len(msgs))
 	b.PublishBatch(context.Background(), msgs, acks)
