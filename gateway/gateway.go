@@ -38,6 +38,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -58,11 +59,29 @@ type ConsentDecider interface {
 	Decide(ctx context.Context, env *event.Envelope) error
 }
 
-// Deduper reports whether an envelope is a later copy of an event already
-// accepted within the dedup window.
+// Deduper decides, per request, which events are first copies. *dedup.Store
+// implements it through DedupStore; a partitioned implementation can replace
+// it without touching the edge (DESIGN.md, scale-out).
 type Deduper interface {
-	Duplicate(ctx context.Context, env *event.Envelope) (bool, error)
+	Begin() DedupBatch
 }
+
+// DedupBatch is one request's dedup work: Check each event, publish what the
+// verdicts say, Settle each verdict with its outcome, then Finish once.
+type DedupBatch interface {
+	Check(ctx context.Context, env *event.Envelope) (*dedup.Verdict, error)
+	Settle(v *dedup.Verdict, stored bool)
+	Finish() error
+}
+
+// DedupStore adapts a *dedup.Store to Deduper.
+func DedupStore(s *dedup.Store) Deduper { return storeDeduper{s} }
+
+type storeDeduper struct{ s *dedup.Store }
+
+func (d storeDeduper) Begin() DedupBatch { return d.s.Begin() }
+
+var _ DedupBatch = (*dedup.Batch)(nil)
 
 // PassConsent is the consent step until the consent engine exists: it leaves
 // env.Consent.Decided false and carries the signals as received. Downstream
@@ -72,18 +91,25 @@ type PassConsent struct{}
 // Decide does nothing.
 func (PassConsent) Decide(context.Context, *event.Envelope) error { return nil }
 
-// PassDedup is the dedup step until the dedup store exists: nothing is a
-// duplicate here; only JetStream's short Nats-Msg-Id window catches retries.
-type PassDedup struct{}
+// noDedup is used when Deps.Dedup is nil: every keyed event is a first
+// copy; only JetStream's short Nats-Msg-Id window catches retries.
+type noDedup struct{}
 
-// Duplicate always reports false.
-func (PassDedup) Duplicate(context.Context, *event.Envelope) (bool, error) { return false, nil }
+func (noDedup) Begin() DedupBatch { return noDedup{} }
+func (noDedup) Check(_ context.Context, env *event.Envelope) (*dedup.Verdict, error) {
+	if env.EventIDAssigned {
+		return &dedup.Verdict{Kind: dedup.Unkeyed}, nil
+	}
+	return &dedup.Verdict{Kind: dedup.First}, nil
+}
+func (noDedup) Settle(*dedup.Verdict, bool) {}
+func (noDedup) Finish() error               { return nil }
 
 // Deps are what the gateway uses but does not own.
 type Deps struct {
 	Publisher Publisher      // required
 	Consent   ConsentDecider // nil: PassConsent
-	Dedup     Deduper        // nil: PassDedup
+	Dedup     Deduper        // nil: no dedup beyond JetStream's Nats-Msg-Id window
 	Logger    *slog.Logger
 	// Registry receives the gateway's metrics; nil: a private registry.
 	Registry prometheus.Registerer
@@ -133,7 +159,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		g.consent = PassConsent{}
 	}
 	if g.dedup == nil {
-		g.dedup = PassDedup{}
+		g.dedup = noDedup{}
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)

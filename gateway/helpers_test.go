@@ -17,6 +17,8 @@ import (
 
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/bus/bustest"
+	"github.com/tagway/tagway/gateway/dedup"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -26,10 +28,11 @@ var testNow = time.Unix(1763800000, 0)
 const testKey = "test-key-0123456789"
 
 type testGW struct {
-	g   *Gateway
-	bus *bus.Bus
-	url string
-	reg *prometheus.Registry
+	g     *Gateway
+	bus   *bus.Bus
+	url   string
+	reg   *prometheus.Registry
+	dedup *dedup.Store
 }
 
 // startGateway runs a gateway on a random loopback port against a real
@@ -52,7 +55,8 @@ func startGatewayOn(t *testing.T, b *bus.Bus, mutate func(*Config)) *testGW {
 		mutate(&cfg)
 	}
 	reg := prometheus.NewRegistry()
-	g, err := New(cfg, Deps{Publisher: b, Registry: reg, Now: func() time.Time { return testNow }})
+	dd := newDedup(t, reg, func() time.Time { return testNow })
+	g, err := New(cfg, Deps{Publisher: b, Dedup: DedupStore(dd), Registry: reg, Now: func() time.Time { return testNow }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +68,22 @@ func startGatewayOn(t *testing.T, b *bus.Bus, mutate func(*Config)) *testGW {
 		defer cancel()
 		_ = g.Shutdown(ctx)
 	})
-	return &testGW{g: g, bus: b, url: "http://" + g.Addr().String(), reg: reg}
+	return &testGW{g: g, bus: b, url: "http://" + g.Addr().String(), reg: reg, dedup: dd}
+}
+
+// newDedup opens a dedup store on a Badger in a temp dir.
+func newDedup(t testing.TB, reg prometheus.Registerer, now func() time.Time) *dedup.Store {
+	t.Helper()
+	store, err := kv.Open(t.TempDir(), kv.Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	dd, err := dedup.New(dedup.Config{}, store.DB(), reg, now, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dd
 }
 
 type answer struct {
@@ -186,7 +205,7 @@ func startGatewayB(b *testing.B) *testGW {
 	}
 	bb := bustest.OpenEmbedded(b)
 	reg := prometheus.NewRegistry()
-	g, err := New(cfg, Deps{Publisher: bb, Registry: reg, Now: func() time.Time { return testNow }})
+	g, err := New(cfg, Deps{Publisher: bb, Dedup: DedupStore(newDedup(b, reg, nil)), Registry: reg, Now: func() time.Time { return testNow }})
 	if err != nil {
 		b.Fatal(err)
 	}

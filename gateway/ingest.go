@@ -5,13 +5,17 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	json "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -32,9 +36,26 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 	var is issues
 	envs := make([]event.Envelope, n)
 	msgs := make([]bus.Msg, 0, n)
-	idx := make([]int, 0, n) // msgs[k] is event idx[k]
-	dups := 0
+	// outs[k] says what msgs[k] is: event i's envelope, or the identity link
+	// its duplicate copy taught us.
+	type out struct {
+		i    int
+		v    *dedup.Verdict
+		link bool
+	}
+	outs := make([]out, 0, n)
+	dd := g.dedup.Begin()
+	defer func() {
+		if err := dd.Finish(); err != nil {
+			g.log.Error("dedup state not written; a later copy of these events may be accepted again", "err", err)
+		}
+	}()
+	var ans batchAnswer
 	var stepErr error
+	unavailable := func(i int, msg string, err error) {
+		stepErr = err
+		is.fail(i, "", msg, reasonUnavailable)
+	}
 	for i := 0; i < n; i++ {
 		var ev eventIn
 		if field, msg, r := decode(i, &ev); msg != "" {
@@ -46,46 +67,55 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 			continue
 		}
 		if err := g.consent.Decide(ctx, env); err != nil {
-			stepErr = err
-			is.fail(i, "", "not stored: consent state unavailable; retry the batch", reasonUnavailable)
+			unavailable(i, "not stored: consent state unavailable; retry the batch", err)
 			continue
 		}
-		dup, err := g.dedup.Duplicate(ctx, env)
+		v, err := dd.Check(ctx, env)
 		if err != nil {
-			stepErr = err
-			is.fail(i, "", "not stored: dedup state unavailable; retry the batch", reasonUnavailable)
+			unavailable(i, "not stored: dedup state unavailable; retry the batch", err)
 			continue
 		}
-		if dup {
-			dups++
+		if v.Kind == dedup.Duplicate {
+			if v.Link == nil {
+				ans.Duplicates++
+				continue
+			}
+			data, err := json.Marshal(v.Link)
+			if err != nil {
+				unavailable(i, "not stored: encoding failed", err)
+				continue
+			}
+			msgs = append(msgs, bus.Msg{Subject: event.IdentitySubject(env.Site), MsgID: linkMsgID(v.Link), Data: data})
+			outs = append(outs, out{i: i, v: v, link: true})
 			continue
 		}
 		data, err := json.Marshal(env)
 		if err != nil { // cannot happen for our own types; never drop silently
-			stepErr = err
-			is.fail(i, "", "not stored: encoding failed", reasonUnavailable)
+			unavailable(i, "not stored: encoding failed", err)
 			continue
 		}
 		msgs = append(msgs, bus.Msg{Subject: event.Subject(env.Site, env.Event), MsgID: event.DedupKey(env.Site, env.Event, env.EventID), Data: data})
-		idx = append(idx, i)
+		outs = append(outs, out{i: i, v: v})
 	}
 
-	ans := batchAnswer{Duplicates: dups}
 	if len(msgs) > 0 {
 		acks := make([]bus.Ack, len(msgs))
 		t0 := time.Now()
 		g.pub.PublishBatch(ctx, msgs, acks)
 		g.m.publish.Observe(time.Since(t0).Seconds())
 		for k, a := range acks {
+			o := outs[k]
+			dd.Settle(o.v, a.Err == nil)
 			switch {
+			case a.Err != nil && o.link:
+				unavailable(o.i, "not stored: the identity this copy adds could not be stored; retry the batch", a.Err)
 			case a.Err != nil:
-				stepErr = a.Err
-				is.fail(idx[k], "", "not stored: the event store is unavailable; retry the batch (event_id makes the retry safe)", reasonUnavailable)
-			case a.Duplicate:
+				unavailable(o.i, "not stored: the event store is unavailable; retry the batch (event_id makes the retry safe)", a.Err)
+			case o.link || a.Duplicate:
 				ans.Duplicates++
 			default:
 				ans.Accepted++
-				if ri.source == event.SourceServer && envs[idx[k]].EventIDAssigned {
+				if ri.source == event.SourceServer && envs[o.i].EventIDAssigned {
 					g.m.noEventID.Inc() // accepted, but cannot be deduplicated
 				}
 			}
@@ -94,17 +124,17 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 
 	// Count every event exactly once.
 	src := string(ri.source)
-	unavailable := 0
+	nUnavailable := 0
 	for _, e := range is.errors {
 		if e.reason == reasonUnavailable {
-			unavailable++
+			nUnavailable++
 		}
 		g.m.rejected.WithLabelValues(route, e.reason.String()).Inc()
 	}
 	g.m.events.WithLabelValues(src, dispAccepted).Add(float64(ans.Accepted))
 	g.m.events.WithLabelValues(src, dispDuplicate).Add(float64(ans.Duplicates))
-	g.m.events.WithLabelValues(src, dispInvalid).Add(float64(len(is.errors) - unavailable))
-	g.m.events.WithLabelValues(src, dispUnavailable).Add(float64(unavailable))
+	g.m.events.WithLabelValues(src, dispInvalid).Add(float64(len(is.errors) - nUnavailable))
+	g.m.events.WithLabelValues(src, dispUnavailable).Add(float64(nUnavailable))
 	g.m.warnings.Add(float64(len(is.warnings)))
 	g.m.batchSizes.WithLabelValues(src).Observe(float64(n))
 
@@ -115,13 +145,20 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 	ans.Warnings = is.warnings
 	status := 200
 	switch {
-	case unavailable > 0:
+	case nUnavailable > 0:
 		status = 503
-		g.log.Warn("events not stored", "route", route, "events", unavailable, "err", stepErr)
+		g.log.Warn("events not stored", "route", route, "events", nUnavailable, "err", stepErr)
 	case ans.Accepted+ans.Duplicates == 0:
 		status = 400
 	}
 	return ans, status
+}
+
+// linkMsgID is the Nats-Msg-Id of an identity link: the event key and the
+// alias kinds it adds, so a retried link is stored once.
+func linkMsgID(l *event.IdentityLink) string {
+	kinds := slices.Sorted(maps.Keys(l.Aliases))
+	return "link|" + event.DedupKey(l.Site, l.Event, l.EventID) + "|" + strings.Join(kinds, ",")
 }
 
 // ---- POST /v1/events -------------------------------------------------------

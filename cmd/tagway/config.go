@@ -18,6 +18,7 @@ import (
 
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
 	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
@@ -43,7 +44,7 @@ type fileConfig struct {
 	// Sections whose engines arrive with later issues. Their shape is checked
 	// now so deployments written against DESIGN.md keep loading.
 	Consent      consentSection       `yaml:"consent"`
-	Dedup        dedupSection         `yaml:"dedup"`
+	Dedup        dedup.Config         `yaml:"dedup"`
 	Segments     segmentsSection      `yaml:"segments"`
 	Destinations []destinationSection `yaml:"destinations"`
 }
@@ -63,11 +64,6 @@ type consentSection struct {
 	} `yaml:"geo"`
 	DefaultRegime string         `yaml:"default_regime"`
 	Policy        map[string]any `yaml:"policy"`
-}
-
-type dedupSection struct {
-	Window      units.Duration `yaml:"window"`
-	MergeWindow units.Duration `yaml:"merge_window"`
 }
 
 type segmentsSection struct {
@@ -334,6 +330,10 @@ func (c *serveConfig) finish() error {
 	if err := c.Badger.Validate(); err != nil {
 		return err
 	}
+	c.Dedup.SetDefaults()
+	if err := c.Dedup.Validate(); err != nil {
+		return err
+	}
 	return c.validateLater()
 }
 
@@ -344,9 +344,6 @@ func (c *serveConfig) validateLater() error {
 	case "", "opt-in", "opt-out", "none":
 	default:
 		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.Consent.DefaultRegime)
-	}
-	if c.Dedup.MergeWindow > 0 && c.Dedup.Window > 0 && c.Dedup.MergeWindow > c.Dedup.Window {
-		return errors.New("dedup.merge_window: must not be longer than dedup.window")
 	}
 	names := map[string]bool{}
 	for i, r := range c.Segments.Rules {
@@ -383,9 +380,6 @@ func (c *serveConfig) inactive() []string {
 	var s []string
 	if c.Consent.DefaultRegime != "" || len(c.Consent.Policy) > 0 || c.Consent.Geo.CountryHeader != "" {
 		s = append(s, "consent")
-	}
-	if c.Dedup.Window > 0 || c.Dedup.MergeWindow > 0 {
-		s = append(s, "dedup")
 	}
 	if len(c.Segments.Rules) > 0 {
 		s = append(s, "segments")

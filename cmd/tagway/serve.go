@@ -17,6 +17,7 @@ import (
 
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/kv"
 )
 
@@ -35,7 +36,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	log := newLogger(cfg.Log, stderr)
 	if s := cfg.inactive(); len(s) > 0 {
-		log.Warn("config sections are read and checked but not acted on by this version; events carry consent signals undecided and are not deduplicated beyond JetStream's duplicate window", "sections", s)
+		log.Warn("config sections are read and checked but not acted on by this version; events carry their consent signals undecided", "sections", s)
 	}
 
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
@@ -57,7 +58,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Logger: log, Registry: reg})
+	dd, err := dedup.New(cfg.Dedup, store.DB(), reg, nil, log)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg})
 	if err != nil {
 		return err
 	}

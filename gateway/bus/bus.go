@@ -2,7 +2,8 @@
 // nats-server (the default) or dials an external cluster, creates the streams
 // Tagway needs, and publishes batches durably, waiting for every PubAck.
 //
-// Streams: TW_EVENTS holds tw.events.<site>.<event> (DESIGN.md). With no URL
+// Streams: TW_EVENTS holds tw.events.<site>.<event>, TW_IDENTITY holds
+// tw.identity.<site> (DESIGN.md). With no URL
 // configured the embedded server keeps JetStream under <data>/nats and also
 // listens on Config.Listen so other programs can subscribe.
 //
@@ -31,8 +32,10 @@ import (
 
 // Stream and subject names (a contract: DESIGN.md).
 const (
-	EventsStream   = "TW_EVENTS"
-	EventsSubjects = "tw.events.>"
+	EventsStream     = "TW_EVENTS"
+	EventsSubjects   = "tw.events.>"
+	IdentityStream   = "TW_IDENTITY"
+	IdentitySubjects = "tw.identity.>"
 )
 
 // Sentinel errors.
@@ -66,6 +69,9 @@ type Config struct {
 	SyncAlways bool `yaml:"sync_always"`
 	// Events configures the TW_EVENTS stream.
 	Events StreamConfig `yaml:"events"`
+	// Identity configures TW_IDENTITY (tw.identity.<site>): identity links
+	// learned from duplicate copies. Default max_age 30d.
+	Identity StreamConfig `yaml:"identity"`
 }
 
 // StreamConfig is what can be tuned on a stream.
@@ -90,14 +96,19 @@ func (c *Config) SetDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = 8192
 	}
-	if c.Events.MaxAge == 0 {
-		c.Events.MaxAge = units.Duration(7 * 24 * time.Hour)
+	c.Events.setDefaults(7 * 24 * time.Hour)
+	c.Identity.setDefaults(30 * 24 * time.Hour)
+}
+
+func (s *StreamConfig) setDefaults(maxAge time.Duration) {
+	if s.MaxAge == 0 {
+		s.MaxAge = units.Duration(maxAge)
 	}
-	if c.Events.Replicas == 0 {
-		c.Events.Replicas = 1
+	if s.Replicas == 0 {
+		s.Replicas = 1
 	}
-	if c.Events.DuplicateWindow == 0 {
-		c.Events.DuplicateWindow = units.Duration(2 * time.Minute)
+	if s.DuplicateWindow == 0 {
+		s.DuplicateWindow = units.Duration(2 * time.Minute)
 	}
 }
 
@@ -113,14 +124,23 @@ func (c *Config) Validate() error {
 		return errors.New("nats.publish_timeout: must be positive")
 	case c.MaxPending < 0:
 		return errors.New("nats.max_pending: must be positive")
-	case c.Events.MaxAge < 0:
-		return errors.New("nats.events.max_age: must be positive")
-	case c.Events.MaxBytes < 0:
-		return errors.New("nats.events.max_bytes: must be 0 (unlimited) or positive")
-	case c.Events.Replicas < 0 || c.Events.Replicas > 5:
-		return errors.New("nats.events.replicas: must be 1 to 5")
-	case c.Events.DuplicateWindow < 0 || (c.Events.MaxAge > 0 && c.Events.DuplicateWindow > c.Events.MaxAge):
-		return errors.New("nats.events.duplicate_window: must be positive and at most max_age")
+	}
+	if err := c.Events.validate("nats.events"); err != nil {
+		return err
+	}
+	return c.Identity.validate("nats.identity")
+}
+
+func (s *StreamConfig) validate(key string) error {
+	switch {
+	case s.MaxAge < 0:
+		return errors.New(key + ".max_age: must be positive")
+	case s.MaxBytes < 0:
+		return errors.New(key + ".max_bytes: must be 0 (unlimited) or positive")
+	case s.Replicas < 0 || s.Replicas > 5:
+		return errors.New(key + ".replicas: must be 1 to 5")
+	case s.DuplicateWindow < 0 || (s.MaxAge > 0 && s.DuplicateWindow > s.MaxAge):
+		return errors.New(key + ".duplicate_window: must be positive and at most max_age")
 	}
 	return nil
 }
@@ -276,23 +296,31 @@ func startEmbedded(cfg Config, storeDir string) (*server.Server, error) {
 func (b *Bus) EnsureStreams(ctx context.Context) error {
 	b.ensureMu.Lock()
 	defer b.ensureMu.Unlock()
-	sc := jetstream.StreamConfig{
-		Name:        EventsStream,
-		Description: "Tagway accepted events (tw.events.<site>.<event>)",
-		Subjects:    []string{EventsSubjects},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      b.cfg.Events.MaxAge.D(),
-		MaxBytes:    b.cfg.Events.MaxBytes,
-		Replicas:    b.cfg.Events.Replicas,
-		Duplicates:  b.cfg.Events.DuplicateWindow.D(),
-	}
-	if sc.MaxBytes == 0 {
-		sc.MaxBytes = -1
-	}
-	if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
-		return fmt.Errorf("bus: creating stream %s: %w", EventsStream, err)
+	for _, st := range []struct {
+		name, subjects, desc string
+		cfg                  StreamConfig
+	}{
+		{EventsStream, EventsSubjects, "Tagway accepted events (tw.events.<site>.<event>)", b.cfg.Events},
+		{IdentityStream, IdentitySubjects, "Tagway identity links (tw.identity.<site>)", b.cfg.Identity},
+	} {
+		sc := jetstream.StreamConfig{
+			Name:        st.name,
+			Description: st.desc,
+			Subjects:    []string{st.subjects},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      st.cfg.MaxAge.D(),
+			MaxBytes:    st.cfg.MaxBytes,
+			Replicas:    st.cfg.Replicas,
+			Duplicates:  st.cfg.DuplicateWindow.D(),
+		}
+		if sc.MaxBytes == 0 {
+			sc.MaxBytes = -1
+		}
+		if _, err := b.js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("bus: creating stream %s: %w", st.name, err)
+		}
 	}
 	return nil
 }
@@ -365,8 +393,10 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if !b.Connected() {
 		return ErrUnavailable
 	}
-	if _, err := b.js.Stream(ctx, EventsStream); err != nil {
-		return fmt.Errorf("stream %s: %w", EventsStream, err)
+	for _, name := range []string{EventsStream, IdentityStream} {
+		if _, err := b.js.Stream(ctx, name); err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,491 @@
+// Package dedup decides whether an event is the first copy of (site, event
+// name, event_id) within the dedup window (default 48 h) or a later copy, and
+// links the identifiers a later copy adds to the first copy's profile.
+//
+// Exactness. A first copy takes an in-memory claim on its key; the claim is
+// committed (LRU + Badger) only after the gateway's publish was acknowledged,
+// and released if it failed, so a failed publish never turns the retry into a
+// "duplicate" (that would lose the event). A copy that arrives while a claim
+// is pending waits for the outcome. Keys are striped over shards with one
+// mutex each, so exactly one of any number of concurrent copies wins.
+// Remaining window: a crash between the PubAck and the Badger write can let a
+// later copy through once more (counted twice, never lost); JetStream's
+// Nats-Msg-Id window catches a retry within minutes.
+//
+// Badger key schema (big-endian-free: keys are strings, values JSON):
+//
+//	'd' site 0x00 event 0x00 event_id  → record{t,s,p,i}   TTL = first copy + window
+//	'l' site 0x00 alias kind 0x00 value → profile           TTL = identity_ttl (396 d)
+//
+// Metrics: tagway_dedup_lookups_total{tier=lru|badger|batch|miss},
+// tagway_dedup_duplicates_total{pair=browser_server|server_browser|same_source},
+// tagway_dedup_links_total, tagway_dedup_claim_waits_total,
+// tagway_dedup_store_errors_total.
+//
+// A *Store is safe for concurrent use; a *Batch belongs to one request.
+package dedup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"maps"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	json "github.com/goccy/go-json"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/units"
+)
+
+// Config tunes deduplication. The zero value plus SetDefaults works.
+type Config struct {
+	// Window is how long a key is remembered after its first copy. Default 48h.
+	Window units.Duration `yaml:"window"`
+	// MergeWindow is how long after the first copy a later copy may still add
+	// identifiers to it (TikTok merges copies within 5 minutes). Default 5m.
+	MergeWindow units.Duration `yaml:"merge_window"`
+	// LRUEntries bounds the in-memory hot set (about 400 bytes each).
+	// Default 100000.
+	LRUEntries int `yaml:"lru_entries"`
+	// IdentityTTL is how long an identity link is kept. Default 396d.
+	IdentityTTL units.Duration `yaml:"identity_ttl"`
+	// ClaimWait bounds how long a copy waits for a concurrent copy's publish
+	// to settle. Default 10s.
+	ClaimWait units.Duration `yaml:"claim_wait"`
+}
+
+// SetDefaults fills zero fields.
+func (c *Config) SetDefaults() {
+	def := func(p *units.Duration, v time.Duration) {
+		if *p == 0 {
+			*p = units.Duration(v)
+		}
+	}
+	def(&c.Window, 48*time.Hour)
+	def(&c.MergeWindow, 5*time.Minute)
+	def(&c.IdentityTTL, 396*24*time.Hour)
+	def(&c.ClaimWait, 10*time.Second)
+	if c.LRUEntries == 0 {
+		c.LRUEntries = 100_000
+	}
+}
+
+// Validate names the first bad key.
+func (c *Config) Validate() error {
+	switch {
+	case c.Window.D() < time.Minute:
+		return errors.New("dedup.window: must be at least 1m")
+	case c.MergeWindow.D() < 0 || c.MergeWindow > c.Window:
+		return errors.New("dedup.merge_window: must be between 0 and dedup.window")
+	case c.LRUEntries < 1:
+		return errors.New("dedup.lru_entries: must be positive")
+	case c.IdentityTTL.D() < time.Hour:
+		return errors.New("dedup.identity_ttl: must be at least 1h")
+	case c.ClaimWait.D() <= 0:
+		return errors.New("dedup.claim_wait: must be positive")
+	}
+	return nil
+}
+
+// Kind is a verdict's kind.
+type Kind uint8
+
+const (
+	// First: the first copy; publish it, then Settle.
+	First Kind = iota + 1
+	// Duplicate: a later copy; do not publish it. It may carry a Link.
+	Duplicate
+	// Unkeyed: no sender event_id, so it cannot be deduplicated; publish it.
+	Unkeyed
+)
+
+// Verdict is what Check decided for one envelope.
+type Verdict struct {
+	Kind Kind
+	// Pair says which copies met, for duplicates: browser_server (browser
+	// first, then server), server_browser, or same_source (a retry).
+	Pair string
+	// Link, on a duplicate within the merge window that carries identifiers
+	// the first copy lacked: publish it on tw.identity.<site>, then Settle.
+	Link *event.IdentityLink
+
+	key   string
+	claim *claim  // First
+	rec   *record // First: to store; Duplicate with Link: the merged record
+}
+
+// ErrClaimWait is returned when a concurrent copy's publish did not settle in
+// time; the caller answers 503 and the sender retries.
+var ErrClaimWait = errors.New("dedup: waiting for a concurrent copy timed out")
+
+// Store is the dedup state: a hot LRU in front of Badger.
+type Store struct {
+	cfg    Config
+	db     *badger.DB
+	hot    *lru.Cache[string, *record]
+	shards [256]shard
+	seed   maphash.Seed
+	now    func() time.Time
+	log    *slog.Logger
+	m      *metrics
+}
+
+type shard struct {
+	mu      sync.Mutex
+	pending map[string]*claim
+}
+
+type claim struct {
+	done chan struct{}
+}
+
+// record is what is remembered of a first copy. Immutable once shared.
+type record struct {
+	At      int64             `json:"t"` // first copy received, unix ms
+	Source  event.Source      `json:"s"`
+	Profile string            `json:"p"`
+	IDs     map[string]string `json:"i,omitempty"` // alias kind → value
+}
+
+// New returns a Store on db. now may be nil (time.Now); reg may be nil.
+func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.Time, log *slog.Logger) (*Store, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if db == nil {
+		return nil, errors.New("dedup: a badger database is required")
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	hot, err := lru.New[string, *record](cfg.LRUEntries)
+	if err != nil {
+		return nil, fmt.Errorf("dedup: %w", err)
+	}
+	s := &Store{cfg: cfg, db: db, hot: hot, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
+	for i := range s.shards {
+		s.shards[i].pending = map[string]*claim{}
+	}
+	return s, nil
+}
+
+func dedupKey(env *event.Envelope) string {
+	return "d" + env.Site + "\x00" + env.Event + "\x00" + env.EventID
+}
+
+func linkKey(site, kind, value string) []byte {
+	return []byte("l" + site + "\x00" + kind + "\x00" + value)
+}
+
+func (s *Store) shard(key string) *shard {
+	return &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+}
+
+// Begin starts the dedup work of one request. Call Finish when the request's
+// publishes are settled.
+func (s *Store) Begin() *Batch {
+	return &Batch{s: s}
+}
+
+// Batch is one request's dedup state: keys seen earlier in the same batch,
+// claims to settle, and the Badger writes to make.
+type Batch struct {
+	s      *Store
+	seen   map[string]event.Source
+	claims []*Verdict
+	writes []*badger.Entry
+}
+
+// Check decides whether env is a first copy, a duplicate or unkeyed. For a
+// First it holds a claim until Settle (or Finish) releases it.
+func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error) {
+	if env.EventIDAssigned {
+		return &Verdict{Kind: Unkeyed}, nil
+	}
+	s := b.s
+	key := dedupKey(env)
+	if src, ok := b.seen[key]; ok { // the same key earlier in this batch
+		s.m.lookups.WithLabelValues("batch").Inc()
+		return b.duplicate(&Verdict{Kind: Duplicate, Pair: pair(src, env.Source), key: key}), nil
+	}
+	sh := s.shard(key)
+	var timer *time.Timer
+	for {
+		now := s.now()
+		sh.mu.Lock()
+		if c := sh.pending[key]; c != nil {
+			sh.mu.Unlock()
+			s.m.claimWaits.Inc()
+			if timer == nil {
+				timer = time.NewTimer(s.cfg.ClaimWait.D())
+				defer timer.Stop()
+			}
+			select {
+			case <-c.done:
+				continue
+			case <-timer.C:
+				return nil, ErrClaimWait
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		rec, tier, err := s.lookup(key, now)
+		if err != nil {
+			sh.mu.Unlock()
+			return nil, err
+		}
+		if rec == nil {
+			c := &claim{done: make(chan struct{})}
+			sh.pending[key] = c
+			sh.mu.Unlock()
+			s.m.lookups.WithLabelValues("miss").Inc()
+			if b.seen == nil {
+				b.seen = map[string]event.Source{}
+			}
+			b.seen[key] = env.Source
+			v := &Verdict{Kind: First, key: key, claim: c, rec: &record{At: env.ReceivedAt, Source: env.Source, Profile: env.Profile, IDs: env.User.Aliases()}}
+			b.claims = append(b.claims, v)
+			return v, nil
+		}
+		sh.mu.Unlock()
+		s.m.lookups.WithLabelValues(tier).Inc()
+		v := &Verdict{Kind: Duplicate, Pair: pair(rec.Source, env.Source), key: key}
+		if now.UnixMilli()-rec.At <= s.cfg.MergeWindow.D().Milliseconds() {
+			v.Link, v.rec = enrich(rec, env, now)
+		}
+		return b.duplicate(v), nil
+	}
+}
+
+func (b *Batch) duplicate(v *Verdict) *Verdict {
+	b.s.m.duplicates.WithLabelValues(v.Pair).Inc()
+	return v
+}
+
+// lookup finds a live record in the LRU, then Badger. Expiry is checked
+// against the Store's clock, not only Badger's TTL.
+func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
+	window := s.cfg.Window.D().Milliseconds()
+	if rec, ok := s.hot.Get(key); ok {
+		if now.UnixMilli()-rec.At < window {
+			return rec, "lru", nil
+		}
+		s.hot.Remove(key)
+	}
+	var rec *record
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var r record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("decoding dedup record: %w", err)
+			}
+			rec = &r
+			return nil
+		})
+	})
+	if err != nil {
+		s.m.storeErrors.Inc()
+		return nil, "", fmt.Errorf("dedup: reading badger: %w", err)
+	}
+	if rec == nil || now.UnixMilli()-rec.At >= window {
+		return nil, "", nil
+	}
+	s.hot.Add(key, rec)
+	return rec, "badger", nil
+}
+
+// enrich returns the link for the identifiers env adds to rec, and the
+// merged record, or nils when it adds nothing.
+func enrich(rec *record, env *event.Envelope, now time.Time) (*event.IdentityLink, *record) {
+	var added map[string]string
+	for k, v := range env.User.Aliases() {
+		if rec.IDs[k] == "" {
+			if added == nil {
+				added = map[string]string{}
+			}
+			added[k] = v
+		}
+	}
+	if added == nil {
+		return nil, nil
+	}
+	merged := &record{At: rec.At, Source: rec.Source, Profile: rec.Profile, IDs: make(map[string]string, len(rec.IDs)+len(added))}
+	maps.Copy(merged.IDs, rec.IDs)
+	maps.Copy(merged.IDs, added)
+	return &event.IdentityLink{Profile: rec.Profile, Aliases: added, Site: env.Site, Event: env.Event, EventID: env.EventID, At: now.UnixMilli()}, merged
+}
+
+func pair(first, later event.Source) string {
+	switch {
+	case first == later:
+		return "same_source"
+	case first == event.SourceBrowser:
+		return "browser_server"
+	default:
+		return "server_browser"
+	}
+}
+
+// Settle reports whether what v asked to publish was stored. A First that
+// was stored is remembered; one that was not is released so the next copy may
+// win. A Duplicate's link is remembered. Claims stay pending until Finish has
+// written them, so a concurrent copy never finds the key in neither tier.
+func (b *Batch) Settle(v *Verdict, stored bool) {
+	s := b.s
+	switch {
+	case v.Kind == First && v.claim != nil:
+		if stored {
+			b.queueRecord(v.key, v.rec)
+			v.Kind = firstStored
+		} else {
+			v.Kind = firstFailed
+		}
+	case v.Kind == Duplicate && v.Link != nil && v.rec != nil && stored:
+		s.hot.Add(v.key, v.rec)
+		b.queueRecord(v.key, v.rec)
+		ttl := s.cfg.IdentityTTL.D()
+		for kind, value := range v.Link.Aliases {
+			b.writes = append(b.writes, badger.NewEntry(linkKey(v.Link.Site, kind, value), []byte(v.Link.Profile)).WithTTL(ttl))
+		}
+		s.m.links.Inc()
+		v.rec = nil
+	}
+}
+
+// Internal states of a settled First.
+const (
+	firstStored Kind = 100 + iota
+	firstFailed
+)
+
+func (b *Batch) queueRecord(key string, rec *record) {
+	val, err := json.Marshal(rec)
+	if err != nil { // cannot happen for this type
+		return
+	}
+	ttl := time.Duration(rec.At+b.s.cfg.Window.D().Milliseconds()-b.s.now().UnixMilli()) * time.Millisecond
+	if ttl < time.Second {
+		ttl = time.Second
+	}
+	b.writes = append(b.writes, badger.NewEntry([]byte(key), val).WithTTL(ttl))
+}
+
+// Finish writes the batch's records to Badger in one write batch, then
+// resolves its claims: stored keys enter the LRU, the others are released.
+// A claim never settled counts as not stored. Call it exactly once.
+func (b *Batch) Finish() error {
+	var err error
+	if len(b.writes) > 0 {
+		err = b.write()
+		b.writes = nil
+	}
+	for _, v := range b.claims {
+		if v.claim == nil {
+			continue
+		}
+		sh := b.s.shard(v.key)
+		sh.mu.Lock()
+		if v.Kind == firstStored {
+			// Published: remember it even if Badger failed (logged and
+			// counted); it is then only lost on a restart.
+			b.s.hot.Add(v.key, v.rec)
+		}
+		delete(sh.pending, v.key)
+		sh.mu.Unlock()
+		close(v.claim.done)
+		v.claim = nil
+	}
+	b.claims = nil
+	return err
+}
+
+func (b *Batch) write() error {
+	wb := b.s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range b.writes {
+		if err := wb.SetEntry(e); err != nil {
+			b.s.m.storeErrors.Inc()
+			return fmt.Errorf("dedup: writing badger: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		b.s.m.storeErrors.Inc()
+		return fmt.Errorf("dedup: writing badger: %w", err)
+	}
+	return nil
+}
+
+// Profile returns the profile an identifier was linked to, or "".
+func (s *Store) Profile(site, kind, value string) (string, error) {
+	var p string
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(linkKey(site, kind, value))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err := item.ValueCopy(nil)
+		p = string(v)
+		return err
+	})
+	return p, err
+}
+
+type metrics struct {
+	lookups     *prometheus.CounterVec
+	duplicates  *prometheus.CounterVec
+	links       prometheus.Counter
+	claimWaits  prometheus.Counter
+	storeErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagway_dedup_lookups_total", Help: "Dedup lookups by the tier that answered: lru, badger, batch (earlier in the same request) or miss.",
+		}, []string{"tier"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagway_dedup_duplicates_total", Help: "Duplicate copies by pair: browser_server (browser first), server_browser, same_source (a retry).",
+		}, []string{"pair"}),
+		links: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagway_dedup_links_total", Help: "Identity links learned from later copies and published on tw.identity.<site>.",
+		}),
+		claimWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagway_dedup_claim_waits_total", Help: "Copies that waited for a concurrent copy's publish to settle.",
+		}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagway_dedup_store_errors_total", Help: "Badger reads or writes of dedup state that failed.",
+		}),
+	}
+	reg.MustRegister(m.lookups, m.duplicates, m.links, m.claimWaits, m.storeErrors)
+	for _, t := range []string{"lru", "badger", "batch", "miss"} {
+		m.lookups.WithLabelValues(t)
+	}
+	for _, p := range []string{"browser_server", "server_browser", "same_source"} {
+		m.duplicates.WithLabelValues(p)
+	}
+	return m
+}
