@@ -18,9 +18,10 @@ run: ## run the gateway on its embedded defaults (demo site, embedded NATS and B
 build: ## build bin/tagway
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/tagway ./cmd/tagway
 
-test: ## vet and run every test with the race detector
+test: ## vet and run every test with the race detector, then the memory-bound test without it
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'TestMemoryBound' -v ./gateway/dedup/
 
 test-short: ## the tests without the ones that build and kill a process
 	$(GO) test -short -count=1 ./...

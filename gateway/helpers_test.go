@@ -18,8 +18,8 @@ import (
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/bus/bustest"
 	"github.com/tagway/tagway/gateway/dedup"
-	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // testNow is the fixed clock of gateway tests (2025-11-22T08:26:40Z).
@@ -217,3 +217,5 @@ func startGatewayB(b *testing.B) *testGW {
 }
 
 func nextSeq(p *int64) int64 { return atomic.AddInt64(p, 1) }
+
+func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }

@@ -262,3 +262,40 @@ func checkNoRawPII(t *testing.T, data []byte) {
 		}
 	}
 }
+
+// TestDedupAcrossRestart is the dedup issue's acceptance 3: the server copy,
+// a restart on the same data directory, then the browser copy: one event in
+// the stream, the browser's identifiers linked to it.
+func TestDedupAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"TAGWAY_DEMO_KEY": "k"}
+	ep, stop, _ := startServe(t, dir, env)
+	resp, ans := post(t, ep.public+"/v1/events", `{"site":"demo","data":[{"event":"CompletePayment","event_id":"order-77","user":{"email":"a@b.example"}}]}`,
+		map[string]string{"Authorization": "Bearer k", "Content-Type": "application/json"})
+	if resp.StatusCode != 200 || ans["accepted"] != 1.0 {
+		t.Fatalf("server copy: %d %v", resp.StatusCode, ans)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ep, stop, _ = startServe(t, dir, env)
+	defer stop()
+	resp, ans = post(t, ep.public+"/e", `{"site":"demo","data":[{"event":"CompletePayment","event_id":"order-77"}]}`,
+		map[string]string{"Content-Type": "text/plain", "Cookie": "_tw_id=0123456789abcdef0123456789abcdef"})
+	if resp.StatusCode != 200 || ans["accepted"] != 0.0 || ans["duplicates"] != 1.0 {
+		t.Fatalf("browser copy after restart: %d %v", resp.StatusCode, ans)
+	}
+	if n := len(readEvents(t, ep.nats)); n != 1 {
+		t.Fatalf("%d events in the stream, want 1", n)
+	}
+	nc, err := nats.Connect(ep.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	links := bustest.ReadStream(t, js, bus.IdentityStream)
+	if len(links) != 1 || !strings.Contains(string(links[0].Data), `"anon_id":"0123456789abcdef0123456789abcdef"`) {
+		t.Fatalf("identity links: %d %+v", len(links), links)
+	}
+}

@@ -14,7 +14,7 @@
 //
 // Badger key schema (big-endian-free: keys are strings, values JSON):
 //
-//	'd' site 0x00 event 0x00 event_id  → record{t,s,p,i}   TTL = first copy + window
+//	'd' site 0x00 event 0x00 event_id  → record{t,s,p,k}   TTL = first copy + window
 //	'l' site 0x00 alias kind 0x00 value → profile           TTL = identity_ttl (396 d)
 //
 // Metrics: tagway_dedup_lookups_total{tier=lru|badger|batch|miss},
@@ -31,7 +31,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
-	"maps"
 	"sync"
 	"time"
 
@@ -116,9 +115,10 @@ type Verdict struct {
 	// the first copy lacked: publish it on tw.identity.<site>, then Settle.
 	Link *event.IdentityLink
 
-	key   string
-	claim *claim  // First
-	rec   *record // First: to store; Duplicate with Link: the merged record
+	key    string
+	claim  *claim  // First
+	rec    *record // First: to store; Duplicate with Link: the merged record
+	stored bool    // First: Settle said it was stored
 }
 
 // ErrClaimWait is returned when a concurrent copy's publish did not settle in
@@ -146,12 +146,14 @@ type claim struct {
 	done chan struct{}
 }
 
-// record is what is remembered of a first copy. Immutable once shared.
+// record is what is remembered of a first copy (about 250 bytes with its
+// key and LRU element). Immutable once shared. Only the kinds of identifier
+// it carried are kept, not their values: that is all enrichment needs.
 type record struct {
-	At      int64             `json:"t"` // first copy received, unix ms
-	Source  event.Source      `json:"s"`
-	Profile string            `json:"p"`
-	IDs     map[string]string `json:"i,omitempty"` // alias kind → value
+	At      int64          `json:"t"` // first copy received, unix ms
+	Source  event.Source   `json:"s"`
+	Profile string         `json:"p"`
+	Kinds   event.AliasSet `json:"k,omitempty"` // identifiers known, as kinds
 }
 
 // New returns a Store on db. now may be nil (time.Now); reg may be nil.
@@ -257,7 +259,7 @@ func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error
 				b.seen = map[string]event.Source{}
 			}
 			b.seen[key] = env.Source
-			v := &Verdict{Kind: First, key: key, claim: c, rec: &record{At: env.ReceivedAt, Source: env.Source, Profile: env.Profile, IDs: env.User.Aliases()}}
+			v := &Verdict{Kind: First, key: key, claim: c, rec: &record{At: env.ReceivedAt, Source: env.Source, Profile: env.Profile, Kinds: env.User.AliasSet()}}
 			b.claims = append(b.claims, v)
 			return v, nil
 		}
@@ -318,21 +320,11 @@ func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
 // enrich returns the link for the identifiers env adds to rec, and the
 // merged record, or nils when it adds nothing.
 func enrich(rec *record, env *event.Envelope, now time.Time) (*event.IdentityLink, *record) {
-	var added map[string]string
-	for k, v := range env.User.Aliases() {
-		if rec.IDs[k] == "" {
-			if added == nil {
-				added = map[string]string{}
-			}
-			added[k] = v
-		}
-	}
+	added := env.User.AliasesNotIn(rec.Kinds)
 	if added == nil {
 		return nil, nil
 	}
-	merged := &record{At: rec.At, Source: rec.Source, Profile: rec.Profile, IDs: make(map[string]string, len(rec.IDs)+len(added))}
-	maps.Copy(merged.IDs, rec.IDs)
-	maps.Copy(merged.IDs, added)
+	merged := &record{At: rec.At, Source: rec.Source, Profile: rec.Profile, Kinds: rec.Kinds | env.User.AliasSet()}
 	return &event.IdentityLink{Profile: rec.Profile, Aliases: added, Site: env.Site, Event: env.Event, EventID: env.EventID, At: now.UnixMilli()}, merged
 }
 
@@ -355,11 +347,9 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 	s := b.s
 	switch {
 	case v.Kind == First && v.claim != nil:
+		v.stored = stored
 		if stored {
 			b.queueRecord(v.key, v.rec)
-			v.Kind = firstStored
-		} else {
-			v.Kind = firstFailed
 		}
 	case v.Kind == Duplicate && v.Link != nil && v.rec != nil && stored:
 		s.hot.Add(v.key, v.rec)
@@ -372,12 +362,6 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 		v.rec = nil
 	}
 }
-
-// Internal states of a settled First.
-const (
-	firstStored Kind = 100 + iota
-	firstFailed
-)
 
 func (b *Batch) queueRecord(key string, rec *record) {
 	val, err := json.Marshal(rec)
@@ -406,7 +390,7 @@ func (b *Batch) Finish() error {
 		}
 		sh := b.s.shard(v.key)
 		sh.mu.Lock()
-		if v.Kind == firstStored {
+		if v.stored {
 			// Published: remember it even if Badger failed (logged and
 			// counted); it is then only lost on a restart.
 			b.s.hot.Add(v.key, v.rec)

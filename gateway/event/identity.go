@@ -31,16 +31,38 @@ const (
 	AliasMSCLKID    = "msclkid"
 )
 
-// Aliases lists u's identifiers by alias kind (only those present).
-func (u *User) Aliases() map[string]string {
-	m := make(map[string]string, 4)
-	for _, a := range [...]struct{ k, v string }{
-		{AliasEmail, u.EmailSHA256}, {AliasPhone, u.PhoneSHA256}, {AliasExternalID, u.ExternalIDSHA256},
-		{AliasAnonID, u.AnonID}, {AliasTTCLID, u.TTCLID}, {AliasTTP, u.TTP}, {AliasFBC, u.FBC},
-		{AliasFBP, u.FBP}, {AliasGCLID, u.GCLID}, {AliasMSCLKID, u.MSCLKID},
-	} {
-		if a.v != "" {
-			m[a.k] = a.v
+// AliasKinds lists the alias kinds in a fixed order; bit i of an AliasSet
+// stands for AliasKinds[i].
+var AliasKinds = [...]string{AliasEmail, AliasPhone, AliasExternalID, AliasAnonID, AliasTTCLID, AliasTTP, AliasFBC, AliasFBP, AliasGCLID, AliasMSCLKID}
+
+// AliasSet is a set of alias kinds, one bit each (see AliasKinds).
+type AliasSet uint16
+
+func (u *User) aliasValues() [len(AliasKinds)]string {
+	return [...]string{u.EmailSHA256, u.PhoneSHA256, u.ExternalIDSHA256, u.AnonID, u.TTCLID, u.TTP, u.FBC, u.FBP, u.GCLID, u.MSCLKID}
+}
+
+// AliasSet returns the kinds of identifier u carries.
+func (u *User) AliasSet() AliasSet {
+	var s AliasSet
+	for i, v := range u.aliasValues() {
+		if v != "" {
+			s |= 1 << i
+		}
+	}
+	return s
+}
+
+// AliasesNotIn returns u's identifiers whose kind is not in have, by kind,
+// or nil when there are none.
+func (u *User) AliasesNotIn(have AliasSet) map[string]string {
+	var m map[string]string
+	for i, v := range u.aliasValues() {
+		if v != "" && have&(1<<i) == 0 {
+			if m == nil {
+				m = make(map[string]string, 2)
+			}
+			m[AliasKinds[i]] = v
 		}
 	}
 	return m

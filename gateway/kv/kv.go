@@ -27,6 +27,23 @@ type Config struct {
 	// GCDiscardRatio is the share of stale data that makes a value-log file
 	// worth rewriting. Default 0.5.
 	GCDiscardRatio float64 `yaml:"gc_discard_ratio"`
+	// Memory Badger may use besides the OS page cache (see MemoryBound).
+	// MemTableSize: default 32MiB (Badger's own default is 64MiB).
+	MemTableSize units.ByteSize `yaml:"memtable_size"`
+	// NumMemtables: default 3 (Badger's 5).
+	NumMemtables int `yaml:"num_memtables"`
+	// BlockCache: default 64MiB (Badger's 256MiB).
+	BlockCache units.ByteSize `yaml:"block_cache"`
+	// IndexCache: default 32MiB (Badger's 0 keeps every index in memory).
+	IndexCache units.ByteSize `yaml:"index_cache"`
+}
+
+// MemoryBound is what the config lets Badger keep in memory: its memtables,
+// block and index caches, and about two memtables' worth of buffers for
+// building level-0 tables when memtables are flushed (measured with
+// gateway/dedup's TestMemoryBound1MKeys). 256 MiB with the defaults.
+func (c *Config) MemoryBound() int64 {
+	return int64(c.MemTableSize)*int64(c.NumMemtables+2) + int64(c.BlockCache) + int64(c.IndexCache)
 }
 
 // SetDefaults fills zero fields.
@@ -37,6 +54,18 @@ func (c *Config) SetDefaults() {
 	if c.GCDiscardRatio == 0 {
 		c.GCDiscardRatio = 0.5
 	}
+	if c.MemTableSize == 0 {
+		c.MemTableSize = 32 << 20
+	}
+	if c.NumMemtables == 0 {
+		c.NumMemtables = 3
+	}
+	if c.BlockCache == 0 {
+		c.BlockCache = 64 << 20
+	}
+	if c.IndexCache == 0 {
+		c.IndexCache = 32 << 20
+	}
 }
 
 // Validate names the first bad key.
@@ -46,6 +75,16 @@ func (c *Config) Validate() error {
 	}
 	if c.GCDiscardRatio <= 0 || c.GCDiscardRatio >= 1 {
 		return errors.New("badger.gc_discard_ratio: must be between 0 and 1")
+	}
+	switch {
+	case c.MemTableSize < 1<<20:
+		return errors.New("badger.memtable_size: must be at least 1MiB")
+	case c.NumMemtables < 1 || c.NumMemtables > 16:
+		return errors.New("badger.num_memtables: must be between 1 and 16")
+	case c.BlockCache < 0:
+		return errors.New("badger.block_cache: must not be negative")
+	case c.IndexCache < 0:
+		return errors.New("badger.index_cache: must not be negative")
 	}
 	return nil
 }
@@ -70,7 +109,11 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 	}
 	opts := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log.With("component", "badger")}).
-		WithLoggingLevel(badger.WARNING)
+		WithLoggingLevel(badger.WARNING).
+		WithMemTableSize(int64(cfg.MemTableSize)).
+		WithNumMemtables(cfg.NumMemtables).
+		WithBlockCacheSize(int64(cfg.BlockCache)).
+		WithIndexCacheSize(int64(cfg.IndexCache))
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening badger at %s: %w", dir, err)

@@ -42,9 +42,16 @@ func RunServer(t testing.TB, port int, dir string) *server.Server {
 // JetStream store under a temp dir, closed when the test ends.
 func OpenEmbedded(t testing.TB) *bus.Bus {
 	t.Helper()
+	return OpenEmbeddedWith(t, bus.Config{})
+}
+
+// OpenEmbeddedWith is OpenEmbedded with cfg (its Listen is forced to "off").
+func OpenEmbeddedWith(t testing.TB, cfg bus.Config) *bus.Bus {
+	t.Helper()
+	cfg.Listen = "off"
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{Listen: "off"}, t.TempDir(), nil)
+	b, err := bus.Open(ctx, cfg, t.TempDir(), nil)
 	if err != nil {
 		t.Fatalf("bus: %v", err)
 	}
