@@ -66,10 +66,11 @@ type Deduper interface {
 	Begin() DedupBatch
 }
 
-// DedupBatch is one request's dedup work: Check each event, publish what the
-// verdicts say, Settle each verdict with its outcome, then Finish once.
+// DedupBatch is one request's dedup work: CheckAll the request's events at
+// once (nil entries skipped), publish what the verdicts say, Settle each
+// verdict with its outcome, then Finish once.
 type DedupBatch interface {
-	Check(ctx context.Context, env *event.Envelope) (*dedup.Verdict, error)
+	CheckAll(ctx context.Context, envs []*event.Envelope) ([]*dedup.Verdict, []error)
 	Settle(v *dedup.Verdict, stored bool)
 	Finish() error
 }
@@ -96,11 +97,18 @@ func (PassConsent) Decide(context.Context, *event.Envelope) error { return nil }
 type noDedup struct{}
 
 func (noDedup) Begin() DedupBatch { return noDedup{} }
-func (noDedup) Check(_ context.Context, env *event.Envelope) (*dedup.Verdict, error) {
-	if env.EventIDAssigned {
-		return &dedup.Verdict{Kind: dedup.Unkeyed}, nil
+func (noDedup) CheckAll(_ context.Context, envs []*event.Envelope) ([]*dedup.Verdict, []error) {
+	vs := make([]*dedup.Verdict, len(envs))
+	for i, e := range envs {
+		switch {
+		case e == nil:
+		case e.EventIDAssigned:
+			vs[i] = &dedup.Verdict{Kind: dedup.Unkeyed}
+		default:
+			vs[i] = &dedup.Verdict{Kind: dedup.First}
+		}
 	}
-	return &dedup.Verdict{Kind: dedup.First}, nil
+	return vs, make([]error, len(envs))
 }
 func (noDedup) Settle(*dedup.Verdict, bool) {}
 func (noDedup) Finish() error               { return nil }

@@ -56,6 +56,10 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 		stepErr = err
 		is.fail(i, "", msg, reasonUnavailable)
 	}
+	// Validate and decide consent for every event first, then deduplicate
+	// them together (the dedup store claims keys in a fixed order), then
+	// publish the first copies and the identity links in one async batch.
+	valid := make([]*event.Envelope, n)
 	for i := 0; i < n; i++ {
 		var ev eventIn
 		if field, msg, r := decode(i, &ev); msg != "" {
@@ -70,11 +74,18 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 			unavailable(i, "not stored: consent state unavailable; retry the batch", err)
 			continue
 		}
-		v, err := dd.Check(ctx, env)
-		if err != nil {
-			unavailable(i, "not stored: dedup state unavailable; retry the batch", err)
+		valid[i] = env
+	}
+	verdicts, errs := dd.CheckAll(ctx, valid)
+	for i, env := range valid {
+		if env == nil {
 			continue
 		}
+		if errs[i] != nil {
+			unavailable(i, "not stored: dedup state unavailable; retry the batch", errs[i])
+			continue
+		}
+		v := verdicts[i]
 		if v.Kind == dedup.Duplicate {
 			if v.Link == nil {
 				ans.Duplicates++

@@ -334,6 +334,11 @@ func (c *serveConfig) finish() error {
 	if err := c.Dedup.Validate(); err != nil {
 		return err
 	}
+	if c.Dedup.ClaimWait <= c.NATS.PublishTimeout {
+		// A copy waits for a concurrent copy's publish; it must not give up
+		// before that publish can have timed out itself.
+		return fmt.Errorf("dedup.claim_wait: must be longer than nats.publish_timeout (%s)", c.NATS.PublishTimeout)
+	}
 	return c.validateLater()
 }
 

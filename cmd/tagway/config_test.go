@@ -53,6 +53,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"destination type", "destinations:\n  - {name: x, type: fax}\n", "destinations[0].type:"},
 		{"nats replicas", "nats: {events: {replicas: 9}}\n", "nats.events.replicas:"},
 		{"syntax", "sites: [\n", "line"},
+		{"dedup window", "dedup: {window: 30s}\n", "dedup.window:"},
+		{"claim wait", "dedup: {claim_wait: 3s}\nnats: {publish_timeout: 5s}\n", "dedup.claim_wait: must be longer than nats.publish_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

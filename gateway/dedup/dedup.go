@@ -31,6 +31,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -212,8 +214,32 @@ type Batch struct {
 	writes []*badger.Entry
 }
 
+// CheckAll checks a request's events (nil entries are skipped) and returns
+// their verdicts and errors, aligned with envs. Keys are claimed in sorted
+// order, so two requests holding the same keys in different orders cannot
+// wait on each other (lock ordering); copies of one key within the request
+// keep their order, the earlier one winning.
+func (b *Batch) CheckAll(ctx context.Context, envs []*event.Envelope) ([]*Verdict, []error) {
+	verdicts := make([]*Verdict, len(envs))
+	errs := make([]error, len(envs))
+	order := make([]int, 0, len(envs))
+	keys := make([]string, len(envs))
+	for i, e := range envs {
+		if e != nil {
+			keys[i] = dedupKey(e)
+			order = append(order, i)
+		}
+	}
+	slices.SortStableFunc(order, func(x, y int) int { return strings.Compare(keys[x], keys[y]) })
+	for _, i := range order {
+		verdicts[i], errs[i] = b.Check(ctx, envs[i])
+	}
+	return verdicts, errs
+}
+
 // Check decides whether env is a first copy, a duplicate or unkeyed. For a
-// First it holds a claim until Settle (or Finish) releases it.
+// First it holds a claim until Finish resolves it. A request with several
+// events must use CheckAll (claim order); Check alone is for one event.
 func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error) {
 	if env.EventIDAssigned {
 		return &Verdict{Kind: Unkeyed}, nil
