@@ -21,10 +21,11 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
 	if err != nil && !errors.Is(err, errHelp) {
-		if !errors.Is(err, errUsage) {
-			fmt.Fprintln(os.Stderr, "tagway:", err)
+		if errors.Is(err, errUsage) {
+			os.Exit(2)
 		}
-		os.Exit(2)
+		fmt.Fprintln(os.Stderr, "tagway:", err)
+		os.Exit(1)
 	}
 }
 
@@ -38,6 +39,7 @@ const usage = `Tagway — consent-aware first-party event gateway.
 Usage:
   tagway serve [flags]     run the gateway (embedded NATS and Badger by default)
   tagway tail [flags]      print events from the TW_EVENTS stream
+  tagway consent decode    decode a TCF, GPP or US Privacy string to JSON
   tagway version           print the version
   tagway help [command]    show help
 
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return serve(ctx, args[1:], stdout, stderr, getenv)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr, getenv)
+	case "consent":
+		return consentCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tagway %s\n", version)
 		return nil

@@ -80,6 +80,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
+	admin.Handle("GET /admin/consent/decode", gateway.ConsentDecodeHandler())
 	if err := admin.Start(); err != nil {
 		return err
 	}
