@@ -1,0 +1,48 @@
+package consent
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// checkDecode is the contract every decoder keeps on hostile input: no panic,
+// either an error and no result or a result that encodes, within bounded time.
+func checkDecode[T any](t *testing.T, name string, s string, dec func(string) (*T, error)) {
+	start := time.Now()
+	got, err := dec(s)
+	if d := time.Since(start); d > 200*time.Millisecond {
+		t.Fatalf("%s took %v on a %d-byte input", name, d, len(s))
+	}
+	if err != nil {
+		if got != nil {
+			t.Fatalf("%s returned a result with the error %v", name, err)
+		}
+		if err.Error() == "" {
+			t.Fatalf("%s: empty error", name)
+		}
+		return
+	}
+	if _, err := json.Marshal(got); err != nil {
+		t.Fatalf("%s result does not encode: %v", name, err)
+	}
+}
+
+func FuzzDecodeTCF(f *testing.F) {
+	for _, s := range []string{
+		"CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA",
+		tcfCore(2, 1, 3).uint(10, 16).bool(true).uint(2, 12).bool(false).uint(3, 16).bool(true).uint(5, 16).uint(9, 16).uint(0, 16).bool(false).uint(0, 12).String(),
+		tcfCore(2).uint(0, 16).bool(false).uint(0, 16).bool(false).uint(1, 12).uint(2, 6).uint(1, 2).uint(1, 12).bool(false).uint(40000, 16).String() + "." + (&bitWriter{}).uint(1, 3).uint(6, 16).bool(false).ids(6, 1).String(),
+		"", "C", "CP", "CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA.IAAA", "CA==",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkDecode(t, "DecodeTCF", s, DecodeTCF) })
+}
+
+func FuzzDecodeUSP(f *testing.F) {
+	for _, s := range []string{"1YNN", "1---", "1yny", "", "2YNN", "1YN\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkDecode(t, "DecodeUSP", s, DecodeUSP) })
+}
