@@ -1,43 +1,53 @@
 package consent
 
-import (
-	"encoding/base64"
-	"fmt"
-)
+import "fmt"
 
-// bitReader reads big-endian bit fields from a decoded base64url segment.
-// Every read checks the length: a truncated string is an error naming the
-// field and the bit offset, never a zero value presented as data.
+// bitReader reads big-endian bit fields from a base64url segment. IAB
+// strings pad to whole 6-bit characters, not bytes, so the segment is decoded
+// here character by character (encoding/base64 refuses a final group of one
+// character and drops the tail bits of others). Every read checks the
+// length: a truncated string is an error naming the field and bit offset,
+// never a zero value presented as data.
 type bitReader struct {
-	b        []byte
-	pos      int // in bits
+	b        []byte // one 6-bit value per character
+	pos      int    // in bits
 	err      error
 	expanded int // vendor ids expanded from ranges so far (bounded)
 }
 
 func newBitReader(b []byte) *bitReader { return &bitReader{b: b} }
 
-// decodeSegment base64url-decodes s (padding optional, as the specs allow).
+// decodeSegment turns a base64url segment (trailing '=' allowed) into its
+// 6-bit values.
 func decodeSegment(s string) ([]byte, error) {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=') {
-			return nil, fmt.Errorf("character %q at offset %d is not base64url", c, i)
-		}
-	}
 	for len(s) > 0 && s[len(s)-1] == '=' {
 		s = s[:len(s)-1]
 	}
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		// RawURLEncoding refuses a final group of one character; with
-		// trailing bits set it is still malformed.
-		return nil, fmt.Errorf("not base64url: %v", err)
+	if s == "" {
+		return nil, fmt.Errorf("empty segment")
 	}
-	return b, nil
+	out := make([]byte, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z':
+			out[i] = c - 'A'
+		case c >= 'a' && c <= 'z':
+			out[i] = c - 'a' + 26
+		case c >= '0' && c <= '9':
+			out[i] = c - '0' + 52
+		case c == '-':
+			out[i] = 62
+		case c == '_':
+			out[i] = 63
+		default:
+			return nil, fmt.Errorf("character %q at offset %d is not base64url", c, i)
+		}
+	}
+	return out, nil
 }
 
-func (r *bitReader) bitsLeft() int { return len(r.b)*8 - r.pos }
+func (r *bitReader) bitsLeft() int { return len(r.b)*6 - r.pos }
 
 // uint reads n ≤ 64 bits as an unsigned integer.
 func (r *bitReader) uint(field string, n int) uint64 {
@@ -45,13 +55,13 @@ func (r *bitReader) uint(field string, n int) uint64 {
 		return 0
 	}
 	if n > r.bitsLeft() {
-		r.err = fmt.Errorf("%s: string ends at bit %d, %d bits needed at bit %d", field, len(r.b)*8, n, r.pos)
+		r.err = fmt.Errorf("%s: string ends at bit %d, %d bits needed at bit %d", field, len(r.b)*6, n, r.pos)
 		return 0
 	}
 	var v uint64
 	for i := 0; i < n; i++ {
-		byteIdx, bit := (r.pos+i)/8, 7-(r.pos+i)%8
-		v = v<<1 | uint64(r.b[byteIdx]>>bit&1)
+		idx, bit := (r.pos+i)/6, 5-(r.pos+i)%6
+		v = v<<1 | uint64(r.b[idx]>>bit&1)
 	}
 	r.pos += n
 	return v

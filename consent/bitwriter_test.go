@@ -1,9 +1,6 @@
 package consent
 
-import (
-	"encoding/base64"
-	"strings"
-)
+import "strings"
 
 // bitWriter builds test strings bit by bit, independently of the decoder.
 type bitWriter struct{ bits []byte } // one byte per bit, 0 or 1
@@ -41,13 +38,18 @@ func (w *bitWriter) ids(n int, set ...int) *bitWriter {
 	return w
 }
 
-// String is the base64url (unpadded) of the bits, zero-padded to a byte.
+// String is the base64url of the bits, zero-padded to a whole 6-bit
+// character as IAB encoders do (not to a byte).
 func (w *bitWriter) String() string {
-	out := make([]byte, (len(w.bits)+7)/8)
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	out := make([]byte, (len(w.bits)+5)/6)
 	for i, b := range w.bits {
-		out[i/8] |= b << (7 - i%8)
+		out[i/6] |= b << (5 - i%6)
 	}
-	return base64.RawURLEncoding.EncodeToString(out)
+	for i, v := range out {
+		out[i] = alphabet[v]
+	}
+	return string(out)
 }
 
 // tcfCore writes a TCF v2 core segment up to (not including) the vendor

@@ -87,3 +87,54 @@ func TestTCFFixtures(t *testing.T) {
 		})
 	}
 }
+
+func TestGPPFixtures(t *testing.T) {
+	for _, f := range loadFixtures(t, "gpp.json") {
+		t.Run(f.Name, func(t *testing.T) {
+			got, err := DecodeGPP(f.String)
+			if err != nil {
+				t.Fatalf("%s: %v", f.String, err)
+			}
+			var wantIDs []int
+			_ = json.Unmarshal(f.Expect["section_ids"], &wantIDs)
+			if !reflect.DeepEqual(got.SectionIDs, wantIDs) {
+				t.Fatalf("section_ids = %v, want %v", got.SectionIDs, wantIDs)
+			}
+			var want map[string]map[string]json.RawMessage
+			_ = json.Unmarshal(f.Expect["sections"], &want)
+			if len(got.Sections) != len(want) {
+				t.Errorf("%d sections decoded, want %d", len(got.Sections), len(want))
+			}
+			for name, exp := range want {
+				sec, ok := got.Sections[name]
+				if !ok {
+					t.Errorf("section %s missing", name)
+					continue
+				}
+				switch name {
+				case "tcfeuv2":
+					compareKeys(t, name, exp, sec, tcfContractKeys)
+				case "tcfcav1": // no decoder: must say so, not pretend
+					if m, ok := sec.(map[string]string); !ok || m["undecoded"] == "" {
+						t.Errorf("tcfcav1 = %v, want it marked undecoded", sec)
+					}
+				default:
+					keys := map[string]string{}
+					for k := range exp {
+						keys[k] = k
+					}
+					compareKeys(t, name, exp, sec, keys)
+					// And nothing we add beyond the spec's fields.
+					raw, _ := json.Marshal(sec)
+					var ours map[string]any
+					_ = json.Unmarshal(raw, &ours)
+					for k := range ours {
+						if _, ok := exp[k]; !ok {
+							t.Errorf("%s: extra key %s", name, k)
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -46,3 +46,14 @@ func FuzzDecodeUSP(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkDecode(t, "DecodeUSP", s, DecodeUSP) })
 }
+
+func FuzzDecodeGPP(f *testing.F) {
+	for _, s := range []string{
+		"DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA", "DBABTA~1YNN", "DBABLA~CVVpGGGGkmVk.YA", "DBABLA~BVVpVVVWVpA",
+		"DBABBg~BQRVVUCA", "DBABUYA~BVlp.Zgk", "DBAFNZhoYA~CP9HEwAP9HEwAAfAFCDEDwEoAPLAAEMAAAqIABuAAAAA.IAAA.YAAAAAAAAAAA~1NNN~BAQAAABA.YA~BAgAAABA~BQBA.VVU",
+		"D", "DBA", "DBAB~", "DBABMA~",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) { checkDecode(t, "DecodeGPP", s, DecodeGPP) })
+}

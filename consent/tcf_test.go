@@ -55,6 +55,20 @@ func TestDecodeTCFSegments(t *testing.T) {
 	}
 }
 
+// IAB strings pad to 6-bit characters: a segment of 5 characters (30 bits)
+// is valid, though encoding/base64 would refuse it.
+func TestDecodeTCFCharacterPadding(t *testing.T) {
+	core := tcfCore(2, 1).uint(0, 16).bool(false).uint(0, 16).bool(false).uint(0, 12).String()
+	seg := (&bitWriter{}).uint(1, 3).uint(9, 16).bool(false).ids(9, 3, 9).uint(0, 1).String()
+	if len(seg) != 5 {
+		t.Fatalf("segment %q is %d characters", seg, len(seg))
+	}
+	got, err := DecodeTCF(core + "." + seg)
+	if err != nil || !slices.Equal(got.DisclosedVendors, []int{3, 9}) {
+		t.Fatalf("%v %v", err, got)
+	}
+}
+
 func TestDecodeTCFMalformed(t *testing.T) {
 	valid := tcfCore(2, 1).uint(0, 16).bool(false).uint(0, 16).bool(false).uint(0, 12)
 	full := valid.String()
