@@ -11,7 +11,7 @@ import (
 func checkDecode[T any](t *testing.T, name string, s string, dec func(string) (*T, error)) {
 	start := time.Now()
 	got, err := dec(s)
-	if d := time.Since(start); d > 200*time.Millisecond {
+	if d := time.Since(start); d > 2*time.Second { // wall clock under fuzzing load: catches blowups, not noise
 		t.Fatalf("%s took %v on a %d-byte input", name, d, len(s))
 	}
 	if err != nil {
