@@ -29,9 +29,12 @@ test-short: ## the tests without the ones that build and kill a process
 bench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-fuzz: ## run each batch-parser fuzz target for FUZZTIME (default 60s)
+fuzz: ## run each fuzz target (batch parsers, consent decoders) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzServerBatch$$' -fuzztime $(FUZZTIME) ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzBrowserBatch$$' -fuzztime $(FUZZTIME) ./gateway/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTCF$$' -fuzztime $(FUZZTIME) ./consent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGPP$$' -fuzztime $(FUZZTIME) ./consent/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeUSP$$' -fuzztime $(FUZZTIME) ./consent/
 
 clean: ## remove build output and the demo data directory
 	rm -rf bin data
