@@ -42,6 +42,19 @@ func TestConsentDecodeCLI(t *testing.T) {
 			t.Errorf("%v: out %q err %v", bad, out, err)
 		}
 	}
+	// With a jurisdiction, the decision too.
+	out, err = run1("--country", "US", "--region", "CA", "1YYN")
+	if err != nil || !strings.Contains(out, `"decision":{"jurisdiction":"US-CA","regime":"opt-out","allowed":["measurement","segments"],"denied":{}}`) {
+		t.Fatalf("decision: %q %v", out, err)
+	}
+	out, err = run1("--country", "US", "--region", "CA", "--gpc", "1YNN")
+	if err != nil || !strings.Contains(out, `"denied":{"segments":"opted out of gpc (Global Privacy Control)"}`) {
+		t.Fatalf("decision with gpc: %q %v", out, err)
+	}
+	out, err = run1("--country", "FR", "1YNN")
+	if err != nil || !strings.Contains(out, `"allowed":[]`) || !strings.Contains(out, `"measurement":"no consent signal`) {
+		t.Fatalf("opt-in without TCF: %q %v", out, err)
+	}
 	if _, err := run1(); !errors.Is(err, errUsage) {
 		t.Fatalf("no string: %v", err)
 	}
