@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
@@ -63,7 +64,7 @@ type consentSection struct {
 		MMDB          string `yaml:"mmdb"`
 	} `yaml:"geo"`
 	DefaultRegime string         `yaml:"default_regime"`
-	Policy        map[string]any `yaml:"policy"`
+	Policy        consent.Policy `yaml:"policy"` // empty: consent.DefaultPolicy
 }
 
 type segmentsSection struct {
@@ -270,7 +271,17 @@ func nameKeys(err error, paths map[position]string) error {
 		line, text := atoi(m[1]), m[2]
 		path := onLine(line)
 		if u := unknownRe.FindStringSubmatch(text); u != nil {
-			if path == "" || !strings.HasSuffix(path, u[1]) {
+			// The key itself is on that line: name its path.
+			named := ""
+			for p, full := range paths {
+				if p.line == line && (full == u[1] || strings.HasSuffix(full, "."+u[1])) && len(full) > len(named) {
+					named = full
+				}
+			}
+			switch {
+			case named != "":
+				path = named
+			case path == "" || !strings.HasSuffix(path, u[1]):
 				path = strings.TrimPrefix(path+"."+u[1], ".")
 			}
 			text = "unknown key (see tagway serve --help for every key)"
@@ -349,6 +360,11 @@ func (c *serveConfig) validateLater() error {
 	case "", "opt-in", "opt-out", "none":
 	default:
 		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.Consent.DefaultRegime)
+	}
+	if len(c.Consent.Policy) > 0 {
+		if err := c.Consent.Policy.Validate(); err != nil {
+			return err
+		}
 	}
 	names := map[string]bool{}
 	for i, r := range c.Segments.Rules {

@@ -54,6 +54,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"nats replicas", "nats: {events: {replicas: 9}}\n", "nats.events.replicas:"},
 		{"syntax", "sites: [\n", "line"},
 		{"dedup window", "dedup: {window: 30s}\n", "dedup.window:"},
+		{"policy use", "consent:\n  policy:\n    measurement: {purposes: [1]}\n    profiling: {}\n", "consent.policy.profiling: unknown use"},
+		{"policy key", "consent:\n  policy:\n    measurement: {purposez: [1]}\n", "consent.policy.measurement.purposez (line 3): unknown key"},
+		{"policy purpose", "consent:\n  policy:\n    measurement: {purposes: [30]}\n", "purpose 30"},
 		{"claim wait", "dedup: {claim_wait: 3s}\nnats: {publish_timeout: 5s}\n", "dedup.claim_wait: must be longer than nats.publish_timeout"},
 	}
 	for _, tc := range cases {
