@@ -27,19 +27,19 @@ const (
 type UsePolicy struct {
 	// Purposes are TCF purposes that must all have a basis: consent, or
 	// legitimate interest where TCF 2.2 allows it (not purposes 1, 3–6).
-	Purposes []int `yaml:"purposes"`
+	Purposes []int `yaml:"purposes" json:"purposes,omitempty"`
 	// AnyPurposes: at least one of these must have a basis too (e.g.
 	// measurement needs purpose 7 or 9).
-	AnyPurposes []int `yaml:"any_purposes"`
+	AnyPurposes []int `yaml:"any_purposes" json:"any_purposes,omitempty"`
 	// Vendor is the GVL id of the destination that must have consent (or
 	// legitimate interest) and not be restricted for the purposes. 0: none.
-	Vendor int `yaml:"vendor"`
+	Vendor int `yaml:"vendor" json:"vendor,omitempty"`
 	// Categories are first-party consent categories (the site's own banner,
 	// tw('consent', …)) any of which, granted, is a basis in opt-in regimes.
-	Categories []string `yaml:"categories"`
+	Categories []string `yaml:"categories" json:"categories,omitempty"`
 	// OptOuts forbid the use in opt-out regimes: sale, sharing,
 	// targeted_advertising, gpc.
-	OptOuts []string `yaml:"opt_outs"`
+	OptOuts []string `yaml:"opt_outs" json:"opt_outs,omitempty"`
 }
 
 // Policy maps each use to what it needs.

@@ -40,6 +40,7 @@ Usage:
   tagway serve [flags]     run the gateway (embedded NATS and Badger by default)
   tagway tail [flags]      print events from the TW_EVENTS stream
   tagway consent decode    decode a TCF, GPP or US Privacy string to JSON
+  tagway audit verify|query|export   the consent audit log (via the admin API)
   tagway version           print the version
   tagway help [command]    show help
 
@@ -59,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return tail(ctx, args[1:], stdout, stderr, getenv)
 	case "consent":
 		return consentCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "audit":
+		return auditCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tagway %s\n", version)
 		return nil

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tagway/tagway/consent"
+	"github.com/tagway/tagway/consent/audit"
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
@@ -81,6 +85,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 	admin.Handle("GET /admin/consent/decode", gateway.ConsentDecodeHandler())
+	auditLog := audit.New(store.DB(), nil)
+	if err := recordPolicy(auditLog, cfg); err != nil {
+		return err
+	}
+	var siteIDs []string
+	for _, s := range cfg.Gateway.Sites {
+		siteIDs = append(siteIDs, s.ID)
+	}
+	for pattern, h := range gateway.AuditHandlers(auditLog, siteIDs) {
+		admin.Handle(pattern, h)
+	}
 	if err := admin.Start(); err != nil {
 		return err
 	}
@@ -118,6 +133,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// recordPolicy writes the consent policy in force to the audit log when it
+// differs from the last one recorded, so the log shows under which policy
+// every later decision was made.
+func recordPolicy(l *audit.Log, cfg *serveConfig) error {
+	p := cfg.Consent.Policy
+	if len(p) == 0 {
+		p = consent.DefaultPolicy(nil)
+	}
+	regime := cfg.Consent.DefaultRegime
+	if regime == "" {
+		regime = string(consent.OptIn)
+	}
+	data, err := json.Marshal(map[string]any{"default_regime": regime, "policy": p})
+	if err != nil {
+		return err
+	}
+	last, err := l.Last(audit.KindPolicy)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if last != nil && bytes.Equal(last.Data, data) {
+		return nil
+	}
+	if err := l.Append(&audit.Record{Kind: audit.KindPolicy, Source: "admin", Data: data}); err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	return nil
 }
 
 func newLogger(c logConfig, w io.Writer) *slog.Logger {
