@@ -1,14 +1,22 @@
-// Package consent decodes consent signals exactly: IAB TCF v2 (2.0–2.2)
-// strings with their segments, GPP strings with their sections, US Privacy
-// strings, GPC, and first-party categories. Decoders refuse malformed input
-// with an error naming the field and bit offset, never a partial result, and
-// bound the time and memory hostile input can cost.
+// Package consent decodes consent signals exactly and decides what they
+// allow.
 //
-// Still to come (the consent issue): the per-use policy and decisions, consent
-// state per profile, the tamper-evident audit log, access and erasure. Until
-// then the gateway runs gateway.PassConsent: envelopes carry the signals as
-// received with consent.decided=false, which consumers must treat as not
-// consented.
+// Decoding: IAB TCF v2 (2.0–2.2) strings with their segments, GPP strings
+// with their sections (tcfeuv2, uspv1, usnat v1/v2, the US state sections
+// 8–27), and US Privacy strings. Decoders refuse malformed input with an
+// error naming the field and bit offset, never a partial result, and bound
+// the time and memory hostile input can cost.
 //
-// Everything here is safe for concurrent use: decoders are pure functions.
+// Deciding: Resolve maps a country and region to a regime (opt-in, opt-out,
+// none) at a given time; Decide applies a Policy (measurement, segments,
+// forward:<destination>) to an event's signals and returns the allowed uses
+// and a reason for each denied one. Package consent/audit keeps the
+// hash-chained audit log.
+//
+// Not yet in the request path: the gateway still runs gateway.PassConsent,
+// so envelopes carry the signals as received with consent.decided=false,
+// which consumers must treat as not consented (the consent issue's next
+// step: per-profile state, enforcement, tw.consent.<site>).
+//
+// Everything here is safe for concurrent use: the functions are pure.
 package consent

@@ -57,3 +57,33 @@ func FuzzDecodeGPP(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkDecode(t, "DecodeGPP", s, DecodeGPP) })
 }
+
+func BenchmarkDecodeTCF(b *testing.B) {
+	s := tcfString(4, true, []int{1, 2, 3, 4, 7, 9, 10}, []int{2, 7}, []int{1, 5, 10, 32, 755, 1001})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeTCF(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodeGPP(b *testing.B) {
+	s := "DBAFNZhoYA~CP9HEwAP9HEwAAfAFCDEDwEoAPLAAEMAAAqIABuAAAAA.IAAA.YAAAAAAAAAAA~1NNN~BAQAAABA.YA~BAgAAABA~BQBA.VVU"
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeGPP(s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecide(b *testing.B) {
+	p := DefaultPolicy(map[string]int{"tiktok": 1001})
+	j := Resolve("FR", "", time.Now(), OptIn)
+	s := Signals{TCF: tcfString(4, true, []int{1, 3, 4, 7}, nil, []int{1001})}
+	b.ReportAllocs()
+	for b.Loop() {
+		Decide(p, j, s)
+	}
+}
