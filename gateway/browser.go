@@ -89,6 +89,7 @@ func (g *Gateway) browserInfo(ctx *fasthttp.RequestCtx, site *Site, b *batchIn, 
 		gpcHeader: bytes.Equal(ctx.Request.Header.Peek("Sec-GPC"), []byte("1")),
 		user:      b.User,
 		consent:   b.Consent,
+		geo:       g.geo(ctx),
 	}
 }
 

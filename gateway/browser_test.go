@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -285,7 +286,8 @@ func TestPixelHEADRecordsNothing(t *testing.T) {
 // panicConsent makes the consent step panic, standing in for any bug.
 type panicConsent struct{}
 
-func (panicConsent) Decide(context.Context, *event.Envelope) error { panic("boom") }
+func (panicConsent) Decide(*event.Envelope, consent.Geo) (*consent.Outcome, error) { panic("boom") }
+func (panicConsent) Published(*consent.Outcome, bool) error                        { return nil }
 
 func TestPanicIsAnswered500AndServingContinues(t *testing.T) {
 	tg := startGateway(t, nil)

@@ -29,6 +29,10 @@ type Config struct {
 	// X-Forwarded-For and X-Forwarded-Proto headers are believed. Default none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	Limits         Limits   `yaml:"limits"`
+	// GeoCountryHeader and GeoRegionHeader name the trusted geo headers
+	// (consent.geo in the file); read only from trusted proxies.
+	GeoCountryHeader string `yaml:"-"`
+	GeoRegionHeader  string `yaml:"-"`
 
 	trusted []netip.Prefix
 }

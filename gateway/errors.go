@@ -107,9 +107,12 @@ type errorBody struct {
 
 // batchAnswer is the JSON answer of a batch that was read.
 type batchAnswer struct {
-	Accepted   int          `json:"accepted"`
-	Duplicates int          `json:"duplicates"`
-	Errors     []fieldError `json:"errors"`
-	Warnings   []fieldError `json:"warnings,omitempty"`
-	RequestID  string       `json:"request_id"`
+	Accepted   int `json:"accepted"`
+	Duplicates int `json:"duplicates"`
+	// NotConsented counts valid events not stored because consent gives no
+	// basis for measurement (opt-in regimes).
+	NotConsented int          `json:"not_consented"`
+	Errors       []fieldError `json:"errors"`
+	Warnings     []fieldError `json:"warnings,omitempty"`
+	RequestID    string       `json:"request_id"`
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
@@ -53,11 +54,17 @@ type Publisher interface {
 
 var _ Publisher = (*bus.Bus)(nil)
 
-// ConsentDecider decides, from an envelope's signals and what is known of the
-// user, which uses consent allows, and fills env.Consent.
+// ConsentDecider decides, from an envelope's signals, where the user is and
+// what is known of the profile, which uses consent allows, and fills
+// env.Consent. *consent.Engine implements it. A nil outcome means "not
+// decided" (PassConsent).
 type ConsentDecider interface {
-	Decide(ctx context.Context, env *event.Envelope) error
+	Decide(env *event.Envelope, geo consent.Geo) (*consent.Outcome, error)
+	// Published reports whether the outcome's tw.consent message was stored.
+	Published(o *consent.Outcome, ok bool) error
 }
+
+var _ ConsentDecider = (*consent.Engine)(nil)
 
 // Deduper decides, per request, which events are first copies. *dedup.Store
 // implements it through DedupStore; a partitioned implementation can replace
@@ -84,13 +91,17 @@ func (d storeDeduper) Begin() DedupBatch { return d.s.Begin() }
 
 var _ DedupBatch = (*dedup.Batch)(nil)
 
-// PassConsent is the consent step until the consent engine exists: it leaves
-// env.Consent.Decided false and carries the signals as received. Downstream
-// consumers must treat undecided envelopes as not consented.
+// PassConsent decides nothing: env.Consent.Decided stays false and the
+// signals are carried as received. Used when no engine is configured (tests
+// of the edge alone); consumers must treat undecided envelopes as not
+// consented.
 type PassConsent struct{}
 
 // Decide does nothing.
-func (PassConsent) Decide(context.Context, *event.Envelope) error { return nil }
+func (PassConsent) Decide(*event.Envelope, consent.Geo) (*consent.Outcome, error) { return nil, nil }
+
+// Published does nothing.
+func (PassConsent) Published(*consent.Outcome, bool) error { return nil }
 
 // noDedup is used when Deps.Dedup is nil: every keyed event is a first
 // copy; only JetStream's short Nats-Msg-Id window catches retries.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -89,4 +90,24 @@ func (g *Gateway) anonID(ctx *fasthttp.RequestCtx, site *Site, fromBody string) 
 	}
 	ctx.Response.Header.SetCookie(c)
 	return id
+}
+
+// geo reads the trusted geo headers: only a trusted proxy may say where the
+// user is (a client could otherwise claim a country without consent law).
+func (g *Gateway) geo(ctx *fasthttp.RequestCtx) consent.Geo {
+	if g.cfg.GeoCountryHeader == "" {
+		return consent.Geo{}
+	}
+	peer, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	if !g.trusted(peer.Unmap()) {
+		return consent.Geo{}
+	}
+	geo := consent.Geo{Country: string(ctx.Request.Header.Peek(g.cfg.GeoCountryHeader))}
+	if g.cfg.GeoRegionHeader != "" {
+		geo.Region = string(ctx.Request.Header.Peek(g.cfg.GeoRegionHeader))
+	}
+	if len(geo.Country) > 8 || len(geo.Region) > 16 {
+		return consent.Geo{}
+	}
+	return geo
 }

@@ -14,6 +14,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
@@ -39,9 +40,10 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 	// outs[k] says what msgs[k] is: event i's envelope, or the identity link
 	// its duplicate copy taught us.
 	type out struct {
-		i    int
-		v    *dedup.Verdict
-		link bool
+		i       int
+		v       *dedup.Verdict
+		link    bool
+		consent *consent.Outcome // a tw.consent message
 	}
 	outs := make([]out, 0, n)
 	dd := g.dedup.Begin()
@@ -70,8 +72,21 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 		if !buildEnvelope(&ev, ri, lim, i, &is, env) {
 			continue
 		}
-		if err := g.consent.Decide(ctx, env); err != nil {
+		o, err := g.consent.Decide(env, ri.geo)
+		if err != nil {
 			unavailable(i, "not stored: consent state unavailable; retry the batch", err)
+			continue
+		}
+		if o != nil && o.Publish != nil { // the profile's consent changed
+			msgs = append(msgs, bus.Msg{Subject: consent.ConsentSubject(env.Site), MsgID: "consent|" + o.AuditID, Data: o.Publish})
+			outs = append(outs, out{i: i, consent: o})
+		}
+		if o != nil && !o.Decision.Allows(consent.UseMeasurement) {
+			// No basis to store the event at all (opt-in regime): it is
+			// counted, not stored, not published; the consent change (a
+			// withdrawal, say) still is.
+			ans.NotConsented++
+			g.m.noConsent.WithLabelValues(reasonLabel(o.Decision.Denied[consent.UseMeasurement])).Inc()
 			continue
 		}
 		valid[i] = env
@@ -116,6 +131,15 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 		g.m.publish.Observe(time.Since(t0).Seconds())
 		for k, a := range acks {
 			o := outs[k]
+			if o.consent != nil {
+				if a.Err != nil {
+					g.log.Warn("consent change not published; it is sent again with the profile's next event", "err", a.Err)
+				}
+				if err := g.consent.Published(o.consent, a.Err == nil); err != nil {
+					g.log.Error("consent state not updated", "err", err)
+				}
+				continue
+			}
 			dd.Settle(o.v, a.Err == nil)
 			switch {
 			case a.Err != nil && o.link:
@@ -146,6 +170,7 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 	g.m.events.WithLabelValues(src, dispDuplicate).Add(float64(ans.Duplicates))
 	g.m.events.WithLabelValues(src, dispInvalid).Add(float64(len(is.errors) - nUnavailable))
 	g.m.events.WithLabelValues(src, dispUnavailable).Add(float64(nUnavailable))
+	g.m.events.WithLabelValues(src, dispNoConsent).Add(float64(ans.NotConsented))
 	g.m.warnings.Add(float64(len(is.warnings)))
 	g.m.batchSizes.WithLabelValues(src).Observe(float64(n))
 
@@ -159,10 +184,29 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 	case nUnavailable > 0:
 		status = 503
 		g.log.Warn("events not stored", "route", route, "events", nUnavailable, "err", stepErr)
-	case ans.Accepted+ans.Duplicates == 0:
+	case ans.Accepted+ans.Duplicates+ans.NotConsented == 0:
 		status = 400
 	}
 	return ans, status
+}
+
+// reasonLabel maps a denial reason to a small fixed set of metric labels.
+func reasonLabel(reason string) string {
+	switch {
+	case strings.HasPrefix(reason, "no consent signal"):
+		return "no_signal"
+	case strings.HasPrefix(reason, "first-party category"):
+		return "first_party_refused"
+	case strings.Contains(reason, "malformed"):
+		return "malformed_signal"
+	case strings.Contains(reason, "TCF 2.2"):
+		return "tcf_invalid"
+	case strings.HasPrefix(reason, "tcf:"):
+		return "tcf_purpose_or_vendor"
+	case strings.HasPrefix(reason, "opted out"):
+		return "opted_out"
+	}
+	return "other"
 }
 
 // linkMsgID is the Nats-Msg-Id of an identity link: the event key and the

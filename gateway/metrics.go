@@ -22,6 +22,7 @@ const (
 	dispDuplicate   = "duplicate"
 	dispInvalid     = "invalid"
 	dispUnavailable = "unavailable"
+	dispNoConsent   = "no_consent"
 )
 
 // metrics are the gateway's Prometheus series. Labels come only from the
@@ -35,6 +36,7 @@ type metrics struct {
 	warnings   prometheus.Counter
 	noEventID  prometheus.Counter
 	publish    prometheus.Histogram
+	noConsent  *prometheus.CounterVec   // reason
 	batchSizes *prometheus.HistogramVec // source
 }
 
@@ -51,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "tagway_http_in_flight_requests", Help: "Public requests being served now.",
 		}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tagway_events_total", Help: "Events received, by source and disposition (accepted, duplicate, invalid, unavailable).",
+			Name: "tagway_events_total", Help: "Events received, by source and disposition (accepted, duplicate, invalid, unavailable, no_consent).",
 		}, []string{"source", "disposition"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagway_rejections_total", Help: "Refused requests and refused events, by route and reason.",
@@ -71,10 +73,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 250, 500, 1000},
 		}, []string{"source"}),
 	}
+	m.noConsent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tagway_events_not_consented_total", Help: "Valid events not stored because consent gives no basis for measurement, by reason.",
+	}, []string{"reason"})
+	reg.MustRegister(m.noConsent)
+	for _, r := range []string{"no_signal", "first_party_refused", "malformed_signal", "tcf_invalid", "tcf_purpose_or_vendor", "opted_out", "other"} {
+		m.noConsent.WithLabelValues(r)
+	}
 	reg.MustRegister(m.requests, m.duration, m.inFlight, m.events, m.rejected, m.warnings, m.noEventID, m.publish, m.batchSizes)
 	// Create the series up front so dashboards see zeros, not gaps.
 	for _, s := range []event.Source{event.SourceBrowser, event.SourceServer} {
-		for _, d := range []string{dispAccepted, dispDuplicate, dispInvalid, dispUnavailable} {
+		for _, d := range []string{dispAccepted, dispDuplicate, dispInvalid, dispUnavailable, dispNoConsent} {
 			m.events.WithLabelValues(string(s), d)
 		}
 	}

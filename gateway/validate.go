@@ -9,6 +9,7 @@ import (
 
 	json "github.com/goccy/go-json"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -88,6 +89,8 @@ type reqInfo struct {
 	// Batch-level defaults.
 	user    *userIn
 	consent *consentIn
+	// geo is where trusted headers say the user is (browser requests).
+	geo consent.Geo
 }
 
 // limits used by validation, copied from Config.Limits.

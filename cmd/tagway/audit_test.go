@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,7 +82,10 @@ func TestAuditLogEndToEnd(t *testing.T) {
 			return err
 		}
 		v, _ := item.ValueCopy(nil)
-		return txn.Set(key, bytes.Replace(v, []byte(`"opt-in"`), []byte(`"none"`), 1))
+		if !bytes.Contains(v, []byte(`"analytics"`)) {
+			return fmt.Errorf("record 1 lacks the text to alter: %s", v)
+		}
+		return txn.Set(key, bytes.Replace(v, []byte(`"analytics"`), []byte(`"marketing"`), 1))
 	})
 	st.Close()
 	if err != nil {

@@ -44,7 +44,7 @@ type fileConfig struct {
 
 	// Sections whose engines arrive with later issues. Their shape is checked
 	// now so deployments written against DESIGN.md keep loading.
-	Consent      consentSection       `yaml:"consent"`
+	Consent      consent.Config       `yaml:"consent"`
 	Dedup        dedup.Config         `yaml:"dedup"`
 	Segments     segmentsSection      `yaml:"segments"`
 	Destinations []destinationSection `yaml:"destinations"`
@@ -55,16 +55,6 @@ type logConfig struct {
 	Level string `yaml:"level"`
 	// Format: json or text. Default json.
 	Format string `yaml:"format"`
-}
-
-type consentSection struct {
-	Geo struct {
-		CountryHeader string `yaml:"country_header"`
-		RegionHeader  string `yaml:"region_header"`
-		MMDB          string `yaml:"mmdb"`
-	} `yaml:"geo"`
-	DefaultRegime string         `yaml:"default_regime"`
-	Policy        consent.Policy `yaml:"policy"` // empty: consent.DefaultPolicy
 }
 
 type segmentsSection struct {
@@ -163,6 +153,12 @@ Config file reference (every key, with its default):
 		sum := sha256.Sum256([]byte(c.demoKey))
 		c.Gateway.Sites = []gateway.Site{{ID: "demo", Origins: []string{"*"}}}
 		c.Gateway.Sources = []gateway.Source{{Name: "demo", KeySHA256: hex.EncodeToString(sum[:]), Sites: []string{"demo"}}}
+		// The demo has no geo source, so no known consent law applies by
+		// default (regime none); a local client may play a proxy's geo
+		// headers (curl -H 'CF-IPCountry: FR') to see opt-in consent at work.
+		c.Consent.DefaultRegime = consent.None
+		c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader = "CF-IPCountry", "X-Region"
+		c.Gateway.TrustedProxies = []string{"127.0.0.0/8", "::1"}
 	}
 	c.Admin.SetDefaults()
 	c.Admin.Token = getenv(c.Admin.TokenEnv)
@@ -345,6 +341,11 @@ func (c *serveConfig) finish() error {
 	if err := c.Dedup.Validate(); err != nil {
 		return err
 	}
+	c.Consent.SetDefaults(nil)
+	if err := c.Consent.Validate(); err != nil {
+		return err
+	}
+	c.Gateway.GeoCountryHeader, c.Gateway.GeoRegionHeader = c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader
 	if c.Dedup.ClaimWait <= c.NATS.PublishTimeout {
 		// A copy waits for a concurrent copy's publish; it must not give up
 		// before that publish can have timed out itself.
@@ -356,16 +357,6 @@ func (c *serveConfig) finish() error {
 // validateLater checks the sections later issues implement, so a mistake in
 // them is caught today rather than on the upgrade.
 func (c *serveConfig) validateLater() error {
-	switch c.Consent.DefaultRegime {
-	case "", "opt-in", "opt-out", "none":
-	default:
-		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.Consent.DefaultRegime)
-	}
-	if len(c.Consent.Policy) > 0 {
-		if err := c.Consent.Policy.Validate(); err != nil {
-			return err
-		}
-	}
 	names := map[string]bool{}
 	for i, r := range c.Segments.Rules {
 		n, _ := r["name"].(string)
@@ -399,9 +390,6 @@ func (c *serveConfig) validateLater() error {
 // inactive lists configured sections that this version does not act on yet.
 func (c *serveConfig) inactive() []string {
 	var s []string
-	if c.Consent.DefaultRegime != "" || len(c.Consent.Policy) > 0 || c.Consent.Geo.CountryHeader != "" {
-		s = append(s, "consent")
-	}
 	if len(c.Segments.Rules) > 0 {
 		s = append(s, "segments")
 	}

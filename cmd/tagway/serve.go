@@ -40,7 +40,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	}
 	log := newLogger(cfg.Log, stderr)
 	if s := cfg.inactive(); len(s) > 0 {
-		log.Warn("config sections are read and checked but not acted on by this version; events carry their consent signals undecided", "sections", s)
+		log.Warn("config sections are read and checked but not acted on by this version", "sections", s)
 	}
 
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
@@ -66,7 +66,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg})
+	auditLog := audit.New(store.DB(), nil)
+	if err := recordPolicy(auditLog, cfg); err != nil {
+		return err
+	}
+	engine, err := consent.NewEngine(cfg.Consent, store.DB(), auditLog, dd, nil, log)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -85,10 +93,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 	admin.Handle("GET /admin/consent/decode", gateway.ConsentDecodeHandler())
-	auditLog := audit.New(store.DB(), nil)
-	if err := recordPolicy(auditLog, cfg); err != nil {
-		return err
-	}
 	var siteIDs []string
 	for _, s := range cfg.Gateway.Sites {
 		siteIDs = append(siteIDs, s.ID)
@@ -139,15 +143,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 // differs from the last one recorded, so the log shows under which policy
 // every later decision was made.
 func recordPolicy(l *audit.Log, cfg *serveConfig) error {
-	p := cfg.Consent.Policy
-	if len(p) == 0 {
-		p = consent.DefaultPolicy(nil)
-	}
-	regime := cfg.Consent.DefaultRegime
-	if regime == "" {
-		regime = string(consent.OptIn)
-	}
-	data, err := json.Marshal(map[string]any{"default_regime": regime, "policy": p})
+	data, err := json.Marshal(map[string]any{"default_regime": cfg.Consent.DefaultRegime, "policy": cfg.Consent.Policy})
 	if err != nil {
 		return err
 	}

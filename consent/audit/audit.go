@@ -54,7 +54,10 @@ const (
 
 // Record is one audit entry. JSON field names are a contract (exports).
 type Record struct {
-	Seq  uint64 `json:"seq"`
+	Seq uint64 `json:"seq"`
+	// ID is the record's stable id (time-ordered hex), known before it is
+	// appended: envelopes carry it as consent.audit_id.
+	ID   string `json:"id,omitempty"`
 	At   int64  `json:"at"` // unix milliseconds
 	Kind string `json:"kind"`
 	Site string `json:"site,omitempty"`

@@ -36,6 +36,8 @@ const (
 	EventsSubjects   = "tw.events.>"
 	IdentityStream   = "TW_IDENTITY"
 	IdentitySubjects = "tw.identity.>"
+	ConsentStream    = "TW_CONSENT"
+	ConsentSubjects  = "tw.consent.>"
 )
 
 // Sentinel errors.
@@ -72,6 +74,9 @@ type Config struct {
 	// Identity configures TW_IDENTITY (tw.identity.<site>): identity links
 	// learned from duplicate copies. Default max_age 30d.
 	Identity StreamConfig `yaml:"identity"`
+	// Consent configures TW_CONSENT (tw.consent.<site>): consent state
+	// changes. Default max_age 30d (the audit log is the record of truth).
+	Consent StreamConfig `yaml:"consent"`
 }
 
 // StreamConfig is what can be tuned on a stream.
@@ -98,6 +103,7 @@ func (c *Config) SetDefaults() {
 	}
 	c.Events.setDefaults(7 * 24 * time.Hour)
 	c.Identity.setDefaults(30 * 24 * time.Hour)
+	c.Consent.setDefaults(30 * 24 * time.Hour)
 }
 
 func (s *StreamConfig) setDefaults(maxAge time.Duration) {
@@ -128,7 +134,10 @@ func (c *Config) Validate() error {
 	if err := c.Events.validate("nats.events"); err != nil {
 		return err
 	}
-	return c.Identity.validate("nats.identity")
+	if err := c.Identity.validate("nats.identity"); err != nil {
+		return err
+	}
+	return c.Consent.validate("nats.consent")
 }
 
 func (s *StreamConfig) validate(key string) error {
@@ -302,6 +311,7 @@ func (b *Bus) EnsureStreams(ctx context.Context) error {
 	}{
 		{EventsStream, EventsSubjects, "Tagway accepted events (tw.events.<site>.<event>)", b.cfg.Events},
 		{IdentityStream, IdentitySubjects, "Tagway identity links (tw.identity.<site>)", b.cfg.Identity},
+		{ConsentStream, ConsentSubjects, "Tagway consent state changes (tw.consent.<site>)", b.cfg.Consent},
 	} {
 		sc := jetstream.StreamConfig{
 			Name:        st.name,
@@ -393,7 +403,7 @@ func (b *Bus) Ready(ctx context.Context) error {
 	if !b.Connected() {
 		return ErrUnavailable
 	}
-	for _, name := range []string{EventsStream, IdentityStream} {
+	for _, name := range []string{EventsStream, IdentityStream, ConsentStream} {
 		if _, err := b.js.Stream(ctx, name); err != nil {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}

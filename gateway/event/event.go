@@ -153,11 +153,20 @@ func ProfileID(u *User) string {
 	case u.AnonID != "":
 		return "a:" + u.AnonID
 	case u.ExternalIDSHA256 != "":
-		return "x:" + u.ExternalIDSHA256[:32]
+		return "x:" + prefix(u.ExternalIDSHA256, 32)
 	case u.EmailSHA256 != "":
-		return "e:" + u.EmailSHA256[:32]
+		return "e:" + prefix(u.EmailSHA256, 32)
 	case u.PhoneSHA256 != "":
-		return "p:" + u.PhoneSHA256[:32]
+		return "p:" + prefix(u.PhoneSHA256, 32)
 	}
 	return ""
+}
+
+// prefix is s cut to at most n bytes (hashes are 64 hex characters; this
+// keeps a malformed value from panicking).
+func prefix(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }

@@ -100,6 +100,9 @@ func TestProfileID(t *testing.T) {
 	if got := ProfileID(&User{}); got != "" {
 		t.Fatal(got)
 	}
+	if got := ProfileID(&User{PhoneSHA256: "short"}); got != "p:short" {
+		t.Fatal(got) // malformed values never panic
+	}
 }
 
 func BenchmarkHashEmail(b *testing.B) {

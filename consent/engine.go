@@ -1,0 +1,322 @@
+package consent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tagway/tagway/consent/audit"
+	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/units"
+)
+
+// Config is the consent engine's configuration (the `consent:` section).
+type Config struct {
+	Geo struct {
+		// CountryHeader and RegionHeader name the trusted geo headers (e.g.
+		// CF-IPCountry, X-Region); the gateway believes them only from
+		// trusted proxies. Default: none (the default regime applies).
+		CountryHeader string `yaml:"country_header"`
+		RegionHeader  string `yaml:"region_header"`
+		// MMDB is a MaxMind-format database path (not built yet: an error).
+		MMDB string `yaml:"mmdb"`
+	} `yaml:"geo"`
+	// DefaultRegime applies when the country is unknown. Default opt-in.
+	DefaultRegime Regime `yaml:"default_regime"`
+	// Policy maps uses to requirements; empty: DefaultPolicy.
+	Policy Policy `yaml:"policy"`
+	// StateTTL is how long a profile's consent state is kept after its last
+	// change. Default 396d (the cookie's 13 months).
+	StateTTL units.Duration `yaml:"state_ttl"`
+}
+
+// SetDefaults fills zero fields; destinations gives forward uses their GVL id.
+func (c *Config) SetDefaults(destinations map[string]int) {
+	if c.DefaultRegime == "" {
+		c.DefaultRegime = OptIn
+	}
+	if len(c.Policy) == 0 {
+		c.Policy = DefaultPolicy(destinations)
+	}
+	if c.StateTTL == 0 {
+		c.StateTTL = units.Duration(396 * 24 * time.Hour)
+	}
+}
+
+// Validate names the first bad key.
+func (c *Config) Validate() error {
+	switch c.DefaultRegime {
+	case OptIn, OptOut, None:
+	default:
+		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.DefaultRegime)
+	}
+	if c.Geo.MMDB != "" {
+		return errors.New("consent.geo.mmdb: MaxMind lookups are not built yet; use trusted geo headers")
+	}
+	if c.StateTTL.D() < time.Hour {
+		return errors.New("consent.state_ttl: must be at least 1h")
+	}
+	return c.Policy.Validate()
+}
+
+// Geo is where a request says the user is (from trusted headers).
+type Geo struct{ Country, Region string }
+
+// Linker finds the profile an identifier was linked to (dedup's identity
+// links), so a server event carrying only an email inherits the consent the
+// browser gave under its cookie profile.
+type Linker interface {
+	Profile(site, kind, value string) (string, error)
+}
+
+// state is a profile's last consent state ('c' site 0x00 profile).
+type state struct {
+	Signals     storedSignals `json:"signals"`
+	Country     string        `json:"country,omitempty"`
+	Region      string        `json:"region,omitempty"`
+	Decision    Decision      `json:"decision"`
+	AuditID     string        `json:"audit_id"`
+	At          int64         `json:"at"`
+	Unpublished bool          `json:"unpublished,omitempty"`
+	Source      string        `json:"source"`
+	Pending     []byte        `json:"pending,omitempty"` // the tw.consent payload, kept until published
+}
+
+type storedSignals struct {
+	TCF        string          `json:"tcf,omitempty"`
+	GPP        string          `json:"gpp,omitempty"`
+	GPPSID     []int           `json:"gpp_sid,omitempty"`
+	USP        string          `json:"usp,omitempty"`
+	GPC        bool            `json:"gpc,omitempty"`
+	Categories map[string]bool `json:"categories,omitempty"`
+}
+
+func (s storedSignals) empty() bool {
+	return s.TCF == "" && s.GPP == "" && s.USP == "" && !s.GPC && len(s.Categories) == 0
+}
+
+func (s storedSignals) signals() Signals {
+	return Signals{TCF: s.TCF, GPP: s.GPP, GPPSID: s.GPPSID, USP: s.USP, GPC: s.GPC, Categories: s.Categories}
+}
+
+func stateKey(site, profile string) []byte { return []byte("c" + site + "\x00" + profile) }
+
+// Change is a profile's consent state change, as published on
+// tw.consent.<site> (DESIGN.md): the profile, its allowed uses, and the id of
+// the audit record that holds the signals and the decision.
+type Change struct {
+	Site         string            `json:"site"`
+	Profile      string            `json:"profile"`
+	Jurisdiction string            `json:"jurisdiction"`
+	Regime       Regime            `json:"regime"`
+	Allowed      []string          `json:"allowed"`
+	Denied       map[string]string `json:"denied"`
+	AuditID      string            `json:"audit_id"`
+	Source       string            `json:"source"`
+	At           int64             `json:"at"`
+}
+
+// Subject is where a site's consent changes are published.
+func ConsentSubject(site string) string { return "tw.consent." + site }
+
+// Outcome is the engine's answer for one event.
+type Outcome struct {
+	Decision Decision
+	// AuditID is the audit record the decision rests on.
+	AuditID string
+	// Publish, when set, is a tw.consent.<site> payload to publish with the
+	// batch; report the result with Published.
+	Publish []byte
+	site    string
+	profile string
+}
+
+// Engine decides consent for events and keeps per-profile state and the
+// audit log. Safe for concurrent use; decisions for one profile are
+// serialised.
+type Engine struct {
+	cfg    Config
+	db     *badger.DB
+	log    *audit.Log
+	links  Linker
+	now    func() time.Time
+	logger *slog.Logger
+	seed   maphash.Seed
+	locks  [256]sync.Mutex
+}
+
+// NewEngine returns an engine. links may be nil; now may be nil.
+func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func() time.Time, logger *slog.Logger) (*Engine, error) {
+	cfg.SetDefaults(nil)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{cfg: cfg, db: db, log: log, links: links, now: now, logger: logger.With("component", "consent"), seed: maphash.MakeSeed()}, nil
+}
+
+// Config returns the engine's configuration after defaults.
+func (e *Engine) Config() Config { return e.cfg }
+
+func (e *Engine) lock(site, profile string) *sync.Mutex {
+	return &e.locks[maphash.String(e.seed, site+"\x00"+profile)%uint64(len(e.locks))]
+}
+
+// Decide decides consent for env (received with geo), records a changed
+// state in the audit log and Badger, and fills env.Consent. A server event
+// without signals inherits its profile's last state (directly, or through an
+// identity link of one of its identifiers).
+func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
+	sig := storedSignals{TCF: env.Consent.Signals.TCF, GPP: env.Consent.Signals.GPP, GPPSID: env.Consent.Signals.GPPSID,
+		USP: env.Consent.Signals.USP, GPC: env.Consent.Signals.GPC, Categories: env.Consent.Signals.Categories}
+	profile := env.Profile
+	mu := e.lock(env.Site, profile)
+	mu.Lock()
+	defer mu.Unlock()
+
+	prev, err := e.load(env.Site, profile)
+	if err != nil {
+		return nil, err
+	}
+	if prev == nil && sig.empty() && env.Source == event.SourceServer {
+		if prev, err = e.linked(env); err != nil {
+			return nil, err
+		}
+	}
+	at := time.UnixMilli(env.EventTime)
+	country, region := geo.Country, geo.Region
+	inherit := sig.empty() && prev != nil
+	if inherit {
+		sig = prev.Signals
+		if country == "" {
+			country, region = prev.Country, prev.Region
+		}
+	}
+	j := Resolve(country, region, at, e.cfg.DefaultRegime)
+	d := Decide(e.cfg.Policy, j, sig.signals())
+	out := &Outcome{Decision: d, site: env.Site, profile: profile}
+
+	changed := prev == nil || !sameState(prev, sig, j, d)
+	if !changed {
+		out.AuditID = prev.AuditID
+		if prev.Unpublished { // an earlier publish failed: try again
+			out.Publish = prev.Pending
+		}
+	} else {
+		id := event.NewID(e.now())
+		data, _ := json.Marshal(map[string]any{"signals": sig, "decision": d, "event_id": env.EventID, "inherited": inherit})
+		rec := &audit.Record{ID: id, Kind: audit.KindConsent, Site: env.Site, Profile: profile, Jurisdiction: j.String(),
+			Source: string(env.Source), Data: data}
+		if err := e.log.Append(rec); err != nil {
+			return nil, fmt.Errorf("consent: audit log: %w", err)
+		}
+		ch, _ := json.Marshal(Change{Site: env.Site, Profile: profile, Jurisdiction: j.String(), Regime: j.Regime,
+			Allowed: d.Allowed, Denied: d.Denied, AuditID: id, Source: string(env.Source), At: rec.At})
+		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At,
+			Unpublished: true, Source: string(env.Source), Pending: ch}
+		if err := e.store(env.Site, profile, st); err != nil {
+			return nil, err
+		}
+		out.AuditID, out.Publish = id, ch
+	}
+	env.Consent.Decided = true
+	env.Consent.Jurisdiction = j.String()
+	env.Consent.Allowed = slices.Clone(d.Allowed)
+	env.Consent.AuditID = out.AuditID
+	return out, nil
+}
+
+// sameState reports whether nothing that matters changed.
+func sameState(prev *state, sig storedSignals, j Jurisdiction, d Decision) bool {
+	a, _ := json.Marshal(prev.Signals)
+	b, _ := json.Marshal(sig)
+	return string(a) == string(b) && prev.Country == j.Country && prev.Region == j.Region &&
+		slices.Equal(prev.Decision.Allowed, d.Allowed) && prev.Decision.Regime == d.Regime
+}
+
+// Published reports whether an outcome's tw.consent message was stored; the
+// state stops being re-sent once it was.
+func (e *Engine) Published(o *Outcome, ok bool) error {
+	if o == nil || o.Publish == nil || !ok {
+		return nil
+	}
+	mu := e.lock(o.site, o.profile)
+	mu.Lock()
+	defer mu.Unlock()
+	st, err := e.load(o.site, o.profile)
+	if err != nil || st == nil || st.AuditID != o.AuditID || !st.Unpublished {
+		return err
+	}
+	st.Unpublished, st.Pending = false, nil
+	return e.store(o.site, o.profile, st)
+}
+
+func (e *Engine) load(site, profile string) (*state, error) {
+	var st *state
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(stateKey(site, profile))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(b []byte) error {
+			st = &state{}
+			return json.Unmarshal(b, st)
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consent: reading state: %w", err)
+	}
+	return st, nil
+}
+
+func (e *Engine) store(site, profile string, st *state) error {
+	b, _ := json.Marshal(st)
+	err := e.db.Update(func(txn *badger.Txn) error {
+		return txn.SetEntry(badger.NewEntry(stateKey(site, profile), b).WithTTL(e.cfg.StateTTL.D()))
+	})
+	if err != nil {
+		return fmt.Errorf("consent: writing state: %w", err)
+	}
+	return nil
+}
+
+// linked finds the state of a profile one of env's identifiers is linked to.
+func (e *Engine) linked(env *event.Envelope) (*state, error) {
+	if e.links == nil {
+		return nil, nil
+	}
+	for kind, value := range env.User.AliasesNotIn(0) {
+		p, err := e.links.Profile(env.Site, kind, value)
+		if err != nil {
+			return nil, err
+		}
+		if p == "" || p == env.Profile {
+			continue
+		}
+		st, err := e.load(env.Site, p)
+		if err != nil || st != nil {
+			return st, err
+		}
+	}
+	return nil, nil
+}
+
+// Forget deletes a profile's consent state (erasure).
+func (e *Engine) Forget(site, profile string) error {
+	return e.db.Update(func(txn *badger.Txn) error { return txn.Delete(stateKey(site, profile)) })
+}
