@@ -13,10 +13,12 @@
 // and a reason for each denied one. Package consent/audit keeps the
 // hash-chained audit log.
 //
-// Not yet in the request path: the gateway still runs gateway.PassConsent,
-// so envelopes carry the signals as received with consent.decided=false,
-// which consumers must treat as not consented (the consent issue's next
-// step: per-profile state, enforcement, tw.consent.<site>).
+// Engine (engine.go) runs both in the request path: it decides every event,
+// keeps each profile's last consent state in Badger ('c' site 0x00 profile),
+// lets server events without signals inherit it, appends changes to the audit
+// log and hands the gateway their tw.consent.<site> message to publish.
+// Logs: component=consent.
 //
-// Everything here is safe for concurrent use: the functions are pure.
+// Everything here is safe for concurrent use: the decoding and deciding
+// functions are pure; the Engine serialises decisions per profile.
 package consent

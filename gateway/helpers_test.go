@@ -87,9 +87,10 @@ func newDedup(t testing.TB, reg prometheus.Registerer, now func() time.Time) *de
 }
 
 type answer struct {
-	Accepted   int `json:"accepted"`
-	Duplicates int `json:"duplicates"`
-	Errors     []struct {
+	Accepted     int `json:"accepted"`
+	Duplicates   int `json:"duplicates"`
+	NotConsented int `json:"not_consented"`
+	Errors       []struct {
 		Index   *int   `json:"index"`
 		Field   string `json:"field"`
 		Message string `json:"message"`

@@ -53,4 +53,13 @@ func TestReadmeCurlExample(t *testing.T) {
 	if resp.StatusCode != 200 || ans["accepted"] != 1.0 {
 		t.Fatalf("README browser example: %d %v", resp.StatusCode, ans)
 	}
+	// The consent example: the same beacon from France, without consent.
+	fr := regexp.MustCompile(`(?s)curl -s http://localhost:8080/e -H 'CF-IPCountry: FR'.*?-d '(.*?)'`).FindStringSubmatch(readme)
+	if fr == nil {
+		t.Fatal("README has no consent example")
+	}
+	resp, ans = post(t, ep.public+"/e", fr[1], map[string]string{"Content-Type": "text/plain", "CF-IPCountry": "FR"})
+	if resp.StatusCode != 200 || ans["accepted"] != 0.0 || ans["not_consented"] != 1.0 {
+		t.Fatalf("README consent example: %d %v", resp.StatusCode, ans)
+	}
 }
