@@ -216,7 +216,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		}
 	} else {
 		id := event.NewID(e.now())
-		data, _ := json.Marshal(map[string]any{"signals": sig, "decision": d, "event_id": env.EventID, "inherited": inherit})
+		data, _ := json.Marshal(map[string]any{"signals": sig, "decision": d, "inherited": inherit})
 		rec := &audit.Record{ID: id, Kind: audit.KindConsent, Site: env.Site, Profile: profile, Jurisdiction: j.String(),
 			Source: string(env.Source), Data: data}
 		if err := e.log.Append(rec); err != nil {
@@ -316,7 +316,24 @@ func (e *Engine) linked(env *event.Envelope) (*state, error) {
 	return nil, nil
 }
 
-// Forget deletes a profile's consent state (erasure).
-func (e *Engine) Forget(site, profile string) error {
-	return e.db.Update(func(txn *badger.Txn) error { return txn.Delete(stateKey(site, profile)) })
+// Show returns a profile's consent state, or nil.
+func (e *Engine) Show(site, profile string) (any, error) {
+	st, err := e.load(site, profile)
+	if err != nil || st == nil {
+		return nil, err
+	}
+	return map[string]any{"signals": st.Signals, "jurisdiction": Jurisdiction{Country: st.Country, Region: st.Region}.String(),
+		"decision": st.Decision, "audit_id": st.AuditID, "at": st.At, "source": st.Source}, nil
+}
+
+// Erase deletes a profile's consent state (the audit log erases separately).
+func (e *Engine) Erase(site, profile string) (int, error) {
+	mu := e.lock(site, profile)
+	mu.Lock()
+	defer mu.Unlock()
+	st, err := e.load(site, profile)
+	if err != nil || st == nil {
+		return 0, err
+	}
+	return 1, e.db.Update(func(txn *badger.Txn) error { return txn.Delete(stateKey(site, profile)) })
 }

@@ -41,6 +41,7 @@ Usage:
   tagway tail [flags]      print events from the TW_EVENTS stream
   tagway consent decode    decode a TCF, GPP or US Privacy string to JSON
   tagway audit verify|query|export   the consent audit log (via the admin API)
+  tagway user show|erase KEY         access and erasure requests (via the admin API)
   tagway version           print the version
   tagway help [command]    show help
 
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return consentCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "user":
+		return userCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tagway %s\n", version)
 		return nil

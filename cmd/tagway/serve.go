@@ -100,6 +100,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	for pattern, h := range gateway.AuditHandlers(auditLog, siteIDs) {
 		admin.Handle(pattern, h)
 	}
+	stores := []gateway.NamedStore{{Name: "consent", Store: engine}, {Name: "dedup", Store: dd}}
+	for pattern, h := range gateway.UserHandlers(stores, auditLog, dd, siteIDs) {
+		admin.Handle(pattern, h)
+	}
 	if err := admin.Start(); err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@
 package dedup
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -498,4 +499,83 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.duplicates.WithLabelValues(p)
 	}
 	return m
+}
+
+// ProfileData is what the dedup store holds about a profile.
+type ProfileData struct {
+	// Events are the dedup records whose first copy was this profile's.
+	Events []ProfileEvent `json:"events"`
+	// Aliases are the identity links to this profile (kind → value).
+	Aliases map[string][]string `json:"aliases"`
+}
+
+// ProfileEvent is one remembered first copy.
+type ProfileEvent struct {
+	Event   string `json:"event"`
+	EventID string `json:"event_id"`
+	At      int64  `json:"at"`
+}
+
+// profileKeys scans a site's dedup records and identity links for a
+// profile (an admin operation: a full scan of the site's keys).
+func (s *Store) profileKeys(site, profile string, fn func(key []byte, ev *ProfileEvent, kind, value string)) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range [][]byte{[]byte("d" + site + "\x00"), []byte("l" + site + "\x00")} {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+			for it.Rewind(); it.Valid(); it.Next() {
+				k := it.Item().KeyCopy(nil)
+				v, err := it.Item().ValueCopy(nil)
+				if err != nil {
+					it.Close()
+					return err
+				}
+				parts := bytes.SplitN(k[len(prefix):], []byte{0}, 2)
+				if prefix[0] == 'd' {
+					var r record
+					if json.Unmarshal(v, &r) == nil && r.Profile == profile && len(parts) == 2 {
+						fn(k, &ProfileEvent{Event: string(parts[0]), EventID: string(parts[1]), At: r.At}, "", "")
+					}
+				} else if string(v) == profile && len(parts) == 2 {
+					fn(k, nil, string(parts[0]), string(parts[1]))
+				}
+			}
+			it.Close()
+		}
+		return nil
+	})
+}
+
+// Show returns what the store holds about a profile.
+func (s *Store) Show(site, profile string) (any, error) {
+	d := ProfileData{Events: []ProfileEvent{}, Aliases: map[string][]string{}}
+	err := s.profileKeys(site, profile, func(_ []byte, ev *ProfileEvent, kind, value string) {
+		if ev != nil {
+			d.Events = append(d.Events, *ev)
+		} else {
+			d.Aliases[kind] = append(d.Aliases[kind], value)
+		}
+	})
+	return d, err
+}
+
+// Erase deletes a profile's dedup records and identity links (from Badger
+// and the hot set) and returns how many keys it removed. A later copy of an
+// erased event within the window is then accepted again.
+func (s *Store) Erase(site, profile string) (int, error) {
+	var keys [][]byte
+	if err := s.profileKeys(site, profile, func(k []byte, _ *ProfileEvent, _, _ string) { keys = append(keys, k) }); err != nil {
+		return 0, err
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			return 0, err
+		}
+		s.hot.Remove(string(k))
+	}
+	if err := wb.Flush(); err != nil {
+		return 0, fmt.Errorf("dedup: erasing: %w", err)
+	}
+	return len(keys), nil
 }

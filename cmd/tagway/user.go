@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/tagway/tagway/gateway/event"
+)
+
+const userUsage = `Usage:
+  tagway user show KEY [--site S] [--kind K]    everything held about a profile (JSON)
+  tagway user erase KEY [--site S] [--kind K]   erase it; one erasure record stays in the audit log
+
+KEY is a profile id (a:…, e:…), a _tw_id cookie value, an email, a phone
+number or an external id; emails and phones are normalised and SHA-256
+hashed here, before anything is sent. --kind (profile, anon, email, phone,
+external_id) overrides the guess. Clients of the admin API: --admin URL (env
+TAGWAY_ADMIN_URL, default http://127.0.0.1:8081); TAGWAY_ADMIN_TOKEN is sent.
+`
+
+var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// userKey turns KEY into what the admin API takes: kind and a value, with
+// personal data hashed.
+func userKey(key, kind string) (string, string, error) {
+	if kind == "" {
+		switch {
+		case strings.Contains(key, "@"):
+			kind = "email"
+		case strings.Contains(key, ":"):
+			kind = "profile"
+		case hex32.MatchString(key):
+			kind = "anon"
+		case event.IsSHA256Hex(key):
+			kind = "email"
+		case strings.HasPrefix(key, "+") || regexp.MustCompile(`^[0-9 ()-]{7,}$`).MatchString(key):
+			kind = "phone"
+		default:
+			kind = "external_id"
+		}
+	}
+	var err error
+	switch kind {
+	case "email":
+		key, err = event.HashEmail(key)
+	case "phone":
+		key, err = event.HashPhone(key)
+	case "external_id":
+		key, err = event.HashExternalID(key)
+	case "profile", "anon":
+	default:
+		return "", "", fmt.Errorf("--kind: %q (profile, anon, email, phone or external_id)", kind)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("KEY as %s: %w", kind, err)
+	}
+	return key, kind, nil
+}
+
+// userCmd runs `tagway user show|erase`.
+func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	if len(args) == 0 || (args[0] != "show" && args[0] != "erase") {
+		fmt.Fprint(stderr, userUsage)
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			return errHelp
+		}
+		return errUsage
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("user "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	admin := fs.String("admin", "", "admin API URL (env TAGWAY_ADMIN_URL)")
+	site := fs.String("site", "", "site id (default: every site)")
+	kind := fs.String("kind", "", "profile, anon, email, phone or external_id (default: guessed)")
+	fs.Usage = func() { fmt.Fprint(stderr, userUsage) }
+	// Flags may come after KEY.
+	var rest []string
+	argv := args[1:]
+	for len(argv) > 0 {
+		if err := fs.Parse(argv); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return errHelp
+			}
+			return errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		argv = fs.Args()[1:]
+	}
+	if len(rest) != 1 {
+		fmt.Fprint(stderr, userUsage)
+		return errUsage
+	}
+	key, k, err := userKey(rest[0], *kind)
+	if err != nil {
+		return err
+	}
+	base := *admin
+	if base == "" {
+		base = getenv("TAGWAY_ADMIN_URL")
+	}
+	if base == "" {
+		base = "http://127.0.0.1:8081"
+	}
+	q := url.Values{"kind": {k}}
+	if *site != "" {
+		q.Set("site", *site)
+	}
+	method, path := "GET", "/admin/users/"+url.PathEscape(key)
+	if verb == "erase" {
+		method, path = "POST", path+"/erase"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	if tok := getenv("TAGWAY_ADMIN_TOKEN"); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("user %s: %w (is tagway serve running? --admin)", verb, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("user %s: %s: %s", verb, resp.Status, strings.TrimSpace(string(body)))
+	}
+	var pretty any
+	if json.Unmarshal(body, &pretty) == nil {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(pretty)
+	}
+	_, err = stdout.Write(body)
+	return err
+}
