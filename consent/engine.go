@@ -35,6 +35,10 @@ type Config struct {
 	// StateTTL is how long a profile's consent state is kept after its last
 	// change. Default 396d (the cookie's 13 months).
 	StateTTL units.Duration `yaml:"state_ttl"`
+	// AuditRetention is how long audit records are kept; older ones are
+	// pruned at start-up and daily, behind a checkpoint that keeps the chain
+	// verifiable. 0 keeps them forever. Default 0.
+	AuditRetention units.Duration `yaml:"audit_retention"`
 }
 
 // SetDefaults fills zero fields; destinations gives forward uses their GVL id.
@@ -62,6 +66,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StateTTL.D() < time.Hour {
 		return errors.New("consent.state_ttl: must be at least 1h")
+	}
+	if c.AuditRetention < 0 || (c.AuditRetention > 0 && c.AuditRetention.D() < 24*time.Hour) {
+		return errors.New("consent.audit_retention: must be 0 (forever) or at least 1d")
 	}
 	return c.Policy.Validate()
 }
@@ -154,7 +161,7 @@ type Engine struct {
 
 // NewEngine returns an engine. links may be nil; now may be nil.
 func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func() time.Time, logger *slog.Logger) (*Engine, error) {
-	cfg.SetDefaults(nil)
+	cfg.SetDefaults(nil) // a no-op when the caller already set defaults with its destinations
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -341,9 +341,21 @@ func (c *serveConfig) finish() error {
 	if err := c.Dedup.Validate(); err != nil {
 		return err
 	}
-	c.Consent.SetDefaults(nil)
+	// Each destination is a use, forward:<name>, gated by its GVL vendor id.
+	dests := map[string]int{}
+	for _, d := range c.Destinations {
+		name, _ := d["name"].(string)
+		gvl, _ := d["gvl_id"].(int)
+		dests[name] = gvl
+	}
+	c.Consent.SetDefaults(dests)
 	if err := c.Consent.Validate(); err != nil {
 		return err
+	}
+	for name := range dests {
+		if _, ok := c.Consent.Policy[consent.UseForward+name]; !ok {
+			return fmt.Errorf("consent.policy: destination %q has no forward:%s use", name, name)
+		}
 	}
 	c.Gateway.GeoCountryHeader, c.Gateway.GeoRegionHeader = c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader
 	if c.Dedup.ClaimWait <= c.NATS.PublishTimeout {

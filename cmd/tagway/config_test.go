@@ -22,6 +22,19 @@ func loadFile(t *testing.T, yaml string, env map[string]string, args ...string) 
 
 // The shipped examples must load: deploy/ for deployments, reference.yaml for
 // `tagway serve --help`.
+func TestDestinationsBecomeForwardUses(t *testing.T) {
+	c, err := loadFile(t, "sites: [{id: shop}]\ndestinations:\n  - {name: tiktok, type: tiktok, gvl_id: 755}\n  - {name: hook, type: webhook}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Consent.Policy["forward:tiktok"]; u.Vendor != 755 || len(u.Purposes) == 0 {
+		t.Fatalf("forward:tiktok = %+v", u)
+	}
+	if _, ok := c.Consent.Policy["forward:hook"]; !ok {
+		t.Fatal("no forward:hook")
+	}
+}
+
 func TestShippedConfigsLoad(t *testing.T) {
 	for _, p := range []string{"../../deploy/tagway.yaml", "reference.yaml"} {
 		c, err := loadServeConfig([]string{"--config", p}, &bytes.Buffer{}, envFunc(nil))
@@ -57,6 +70,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"policy use", "consent:\n  policy:\n    measurement: {purposes: [1]}\n    profiling: {}\n", "consent.policy.profiling: unknown use"},
 		{"policy key", "consent:\n  policy:\n    measurement: {purposez: [1]}\n", "consent.policy.measurement.purposez (line 3): unknown key"},
 		{"policy purpose", "consent:\n  policy:\n    measurement: {purposes: [30]}\n", "purpose 30"},
+		{"destination without a use", "consent:\n  policy:\n    measurement: {purposes: [1]}\ndestinations:\n  - {name: tiktok, type: tiktok}\n", `destination "tiktok" has no forward:tiktok use`},
+		{"audit retention", "consent: {audit_retention: 2h}\n", "consent.audit_retention:"},
 		{"claim wait", "dedup: {claim_wait: 3s}\nnats: {publish_timeout: 5s}\n", "dedup.claim_wait: must be longer than nats.publish_timeout"},
 	}
 	for _, tc := range cases {
@@ -88,6 +103,9 @@ func TestConfigPrecedence(t *testing.T) {
 	if err != nil || !c.demo || c.demoKey != "k" || c.Gateway.Listen != ":8080" || c.Admin.Listen != "127.0.0.1:8081" ||
 		c.Data != "./data" || c.NATS.Listen != "127.0.0.1:4222" || c.NATS.URL != "" {
 		t.Fatalf("defaults: %v %+v", err, c)
+	}
+	if _, ok := c.Consent.Policy["forward:tiktok"]; ok {
+		t.Fatal("forward use without a destination")
 	}
 	if len(c.Gateway.Sources) != 1 || c.Gateway.Sources[0].Sites[0] != "demo" {
 		t.Fatalf("demo source: %+v", c.Gateway.Sources)

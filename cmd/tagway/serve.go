@@ -28,7 +28,7 @@ import (
 // serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains in this
 // order: stop accepting and finish in-flight requests (each waits for its
 // PubAcks) → wait for any outstanding PubAcks → close NATS (and the embedded
-// server) → stop the admin listener → close Badger.
+// server) → stop the admin listener → stop audit pruning → close Badger.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	cfg, err := loadServeConfig(args, stderr, getenv)
 	if err != nil {
@@ -74,6 +74,13 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
+	pruneCtx, stopPruning := context.WithCancel(context.Background())
+	pruned := make(chan struct{})
+	go func() { // audit retention: at start-up, then daily; stopped before Badger closes
+		defer close(pruned)
+		pruneAudit(pruneCtx, auditLog, cfg.Consent.AuditRetention.D(), log)
+	}()
+	defer func() { stopPruning(); <-pruned }()
 	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg})
 	if err != nil {
 		return err
@@ -136,11 +143,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err := admin.Shutdown(sctx); err != nil {
 		log.Error("stopping the admin listener", "err", err)
 	}
+	stopPruning()
+	<-pruned // before Badger closes under it
 	if err := store.Close(); err != nil {
 		log.Error("closing badger", "err", err)
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// pruneAudit deletes audit records older than retention at start and then
+// daily, until ctx ends. retention 0 keeps everything.
+func pruneAudit(ctx context.Context, l *audit.Log, retention time.Duration, log *slog.Logger) {
+	if retention <= 0 {
+		return
+	}
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := l.Prune(time.Now().Add(-retention)); err != nil {
+			log.Error("pruning the audit log", "err", err)
+		} else if n > 0 {
+			log.Info("audit log pruned", "records", n, "retention", retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // recordPolicy writes the consent policy in force to the audit log when it
