@@ -25,7 +25,9 @@ type Config struct {
 		// trusted proxies. Default: none (the default regime applies).
 		CountryHeader string `yaml:"country_header"`
 		RegionHeader  string `yaml:"region_header"`
-		// MMDB is a MaxMind-format database path (not built yet: an error).
+		// MMDB is a MaxMind-format database (GeoIP2/GeoLite2 City) used when
+		// no trusted header says where the user is: the browser's IP, or the
+		// customer IP a server event carries. Default: none.
 		MMDB string `yaml:"mmdb"`
 	} `yaml:"geo"`
 	// DefaultRegime applies when the country is unknown. Default opt-in.
@@ -60,9 +62,6 @@ func (c *Config) Validate() error {
 	case OptIn, OptOut, None:
 	default:
 		return fmt.Errorf("consent.default_regime: %q must be opt-in, opt-out or none", c.DefaultRegime)
-	}
-	if c.Geo.MMDB != "" {
-		return errors.New("consent.geo.mmdb: MaxMind lookups are not built yet; use trusted geo headers")
 	}
 	if c.StateTTL.D() < time.Hour {
 		return errors.New("consent.state_ttl: must be at least 1h")

@@ -3,6 +3,7 @@ package consent
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,10 +118,7 @@ func TestEngineConfig(t *testing.T) {
 			t.Errorf("%+v accepted", c)
 		}
 	}
-	c := Config{}
-	c.Geo.MMDB = "/x.mmdb"
-	c.SetDefaults(nil)
-	if c.Validate() == nil {
-		t.Error("mmdb accepted though not built")
+	if _, err := OpenGeoDB("/nonexistent.mmdb"); err == nil || !strings.Contains(err.Error(), "consent.geo.mmdb") {
+		t.Errorf("missing database: %v", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	json "github.com/goccy/go-json"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/gateway/event"
 )
 
@@ -89,8 +91,22 @@ func (g *Gateway) browserInfo(ctx *fasthttp.RequestCtx, site *Site, b *batchIn, 
 		gpcHeader: bytes.Equal(ctx.Request.Header.Peek("Sec-GPC"), []byte("1")),
 		user:      b.User,
 		consent:   b.Consent,
-		geo:       g.geo(ctx),
+		geo:       g.geoOf(ctx, ip),
 	}
+}
+
+// geoOf is the trusted header's geo, else the database's for the client IP
+// (the full address, still only in memory).
+func (g *Gateway) geoOf(ctx *fasthttp.RequestCtx, ip string) consent.Geo {
+	geo := g.geo(ctx)
+	if geo.Country == "" && g.geoDB != nil {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			if found, err := g.geoDB.Lookup(a); err == nil {
+				geo = found
+			}
+		}
+	}
+	return geo
 }
 
 // cors checks the Origin of a browser batch against the site and sets the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/consent/audit"
+	"github.com/tagway/tagway/consent/consenttest"
 	"github.com/tagway/tagway/gateway/bus/bustest"
 	"github.com/tagway/tagway/gateway/kv"
 )
@@ -15,6 +16,11 @@ import (
 // startConsentGateway runs a gateway with a real consent engine (default
 // regime none, geo header CF-IPCountry) and the given trusted proxies.
 func startConsentGateway(t *testing.T, trusted []string) *testGW {
+	t.Helper()
+	return startConsentGatewayGeo(t, trusted, nil)
+}
+
+func startConsentGatewayGeo(t *testing.T, trusted []string, geo GeoLookup) *testGW {
 	t.Helper()
 	st, err := kv.Open(t.TempDir(), kv.Config{}, nil)
 	if err != nil {
@@ -33,7 +39,7 @@ func startConsentGateway(t *testing.T, trusted []string) *testGW {
 	cfg.TrustedProxies, cfg.GeoCountryHeader = trusted, "CF-IPCountry"
 	reg := prometheus.NewRegistry()
 	b := bustest.OpenEmbedded(t)
-	g, err := New(cfg, Deps{Publisher: b, Consent: eng, Registry: reg, Now: time.Now})
+	g, err := New(cfg, Deps{Publisher: b, Consent: eng, Registry: reg, Now: time.Now, GeoDB: geo})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,5 +75,29 @@ func TestGeoHeadersOnlyFromTrustedProxies(t *testing.T) {
 	}
 	if got := trusted.counter(t, "tagway_events_total", map[string]string{"source": "browser", "disposition": "no_consent"}); got != 1 {
 		t.Fatalf("no_consent disposition = %v", got)
+	}
+}
+
+// With a MaxMind database and no trusted header: the browser's IP (here via
+// X-Forwarded-For from the trusted proxy) and a server event's user.ip say
+// where the user is.
+func TestGeoFromDatabase(t *testing.T) {
+	db, err := consent.OpenGeoDB(consenttest.WriteGeoDB(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tg := startConsentGatewayGeo(t, []string{"127.0.0.1/32"}, db)
+	_, a := tg.postBrowser(t, `{"site":"shop","data":[{"event":"PageView"}]}`, map[string]string{"X-Forwarded-For": "203.0.113.9"})
+	if a.NotConsented != 1 {
+		t.Fatalf("browser in France (by IP) without consent: %+v", a)
+	}
+	_, a = tg.postServer(t, `{"site":"shop","data":[{"event":"Lead","event_id":"geo-1","user":{"ip":"198.51.100.7"}}]}`)
+	if a.Accepted != 1 {
+		t.Fatalf("server event from California: %+v", a)
+	}
+	envs, _ := tg.envelopes(t)
+	if len(envs) != 1 || envs[0].Consent.Jurisdiction != "US-CA" {
+		t.Fatalf("jurisdiction from user.ip: %+v", envs)
 	}
 }

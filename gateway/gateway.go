@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -124,12 +125,22 @@ func (noDedup) CheckAll(_ context.Context, envs []*event.Envelope) ([]*dedup.Ver
 func (noDedup) Settle(*dedup.Verdict, bool) {}
 func (noDedup) Finish() error               { return nil }
 
+// GeoLookup finds where an IP address is (*consent.GeoDB implements it).
+type GeoLookup interface {
+	Lookup(ip netip.Addr) (consent.Geo, error)
+}
+
+var _ GeoLookup = (*consent.GeoDB)(nil)
+
 // Deps are what the gateway uses but does not own.
 type Deps struct {
 	Publisher Publisher      // required
 	Consent   ConsentDecider // nil: PassConsent
 	Dedup     Deduper        // nil: no dedup beyond JetStream's Nats-Msg-Id window
-	Logger    *slog.Logger
+	// GeoDB is consulted when no trusted geo header says where the user is:
+	// the browser's IP, or the customer IP a server event carries. nil: none.
+	GeoDB  GeoLookup
+	Logger *slog.Logger
 	// Registry receives the gateway's metrics; nil: a private registry.
 	Registry prometheus.Registerer
 	// Now is the clock; nil: time.Now.
@@ -142,6 +153,7 @@ type Gateway struct {
 	pub     Publisher
 	consent ConsentDecider
 	dedup   Deduper
+	geoDB   GeoLookup
 	log     *slog.Logger
 	m       *metrics
 	now     func() time.Time
@@ -169,7 +181,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, errors.New("gateway: a publisher is required")
 	}
 	g := &Gateway{
-		cfg: cfg, pub: deps.Publisher, consent: deps.Consent, dedup: deps.Dedup,
+		cfg: cfg, pub: deps.Publisher, consent: deps.Consent, dedup: deps.Dedup, geoDB: deps.GeoDB,
 		log: deps.Logger, now: deps.Now,
 		ipLim: newLimiters(), keyLim: newLimiters(),
 		origins: map[string]bool{}, serveErr: make(chan error, 1),

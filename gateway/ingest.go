@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,7 +73,17 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 		if !buildEnvelope(&ev, ri, lim, i, &is, env) {
 			continue
 		}
-		o, err := g.consent.Decide(env, ri.geo)
+		geo := ri.geo
+		if geo.Country == "" && g.geoDB != nil && ri.source == event.SourceServer && env.User.IP != "" {
+			// A server event says where its customer is by user.ip
+			// (already truncated: /24 is enough for country and state).
+			if a, err := netip.ParseAddr(env.User.IP); err == nil {
+				if found, err := g.geoDB.Lookup(a); err == nil {
+					geo = found
+				}
+			}
+		}
+		o, err := g.consent.Decide(env, geo)
 		if err != nil {
 			unavailable(i, "not stored: consent state unavailable; retry the batch", err)
 			continue

@@ -81,7 +81,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		pruneAudit(pruneCtx, auditLog, cfg.Consent.AuditRetention.D(), log)
 	}()
 	defer func() { stopPruning(); <-pruned }()
-	gw, err := gateway.New(cfg.Gateway, gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg})
+	deps := gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg}
+	if cfg.Consent.Geo.MMDB != "" {
+		geoDB, err := consent.OpenGeoDB(cfg.Consent.Geo.MMDB)
+		if err != nil {
+			return err
+		}
+		defer geoDB.Close() // after the gateway has stopped (defers run last)
+		deps.GeoDB = geoDB
+	}
+	gw, err := gateway.New(cfg.Gateway, deps)
 	if err != nil {
 		return err
 	}
