@@ -29,6 +29,9 @@ type Config struct {
 	// X-Forwarded-For and X-Forwarded-Proto headers are believed. Default none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	Limits         Limits   `yaml:"limits"`
+	// Proxy lists third-party scripts served through the gateway's own
+	// origin (the tag proxy). Default none.
+	Proxy []ProxyRoute `yaml:"proxy"`
 	// GeoCountryHeader and GeoRegionHeader name the trusted geo headers
 	// (consent.geo in the file); read only from trusted proxies.
 	GeoCountryHeader string `yaml:"-"`
@@ -144,6 +147,9 @@ func (c *Config) SetDefaults() {
 	if l.IPRate == nil {
 		l.IPRate = &Rate{RPS: 100, Burst: 200}
 	}
+	for i := range c.Proxy {
+		c.Proxy[i].setDefaults()
+	}
 	if l.MaxConns == 0 {
 		l.MaxConns = 100000
 	}
@@ -248,6 +254,13 @@ func (c *Config) Validate() error {
 		if err := l.IPRate.validate("limits.ip_rate"); err != nil {
 			return err
 		}
+	}
+	reserved := map[string]bool{"/e": true, "/p.gif": true, "/v1/events": true, "/t.js": true}
+	for i := range c.Proxy {
+		if err := c.Proxy[i].validate(fmt.Sprintf("proxy[%d]", i), reserved); err != nil {
+			return err
+		}
+		reserved[c.Proxy[i].Path] = true
 	}
 	return l.KeyRate.validate("limits.key_rate")
 }

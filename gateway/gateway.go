@@ -162,6 +162,7 @@ type Gateway struct {
 	// anyOrigin is true when some site allows every origin ("*").
 	origins   map[string]bool
 	anyOrigin bool
+	proxy     *tagProxy
 
 	srv      *fasthttp.Server
 	ln       net.Listener
@@ -204,6 +205,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		reg = prometheus.NewRegistry()
 	}
 	g.m = newMetrics(reg)
+	g.proxy = newTagProxy(cfg.Proxy, g.now, reg)
 	for _, s := range cfg.Sites {
 		for _, o := range s.Origins {
 			if o == "*" {
@@ -289,6 +291,14 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	rid := requestID(ctx)
 	ctx.Response.Header.Set("X-Request-Id", rid)
 	route := routeOther
+	if r := g.proxy.route(ctx); r != nil {
+		route = routeProxy
+		defer func() { g.m.request(route, ctx.Response.StatusCode(), time.Since(start).Seconds()) }()
+		if result, err := g.proxy.serve(ctx, r); err != nil {
+			g.log.Warn("tag proxy upstream failed", "path", r.Path, "result", result, "err", err, "request_id", rid)
+		}
+		return
+	}
 	defer func() {
 		// fasthttp does not recover panics; one bad request must not take
 		// the process down. Nothing was acknowledged, so nothing is lost.

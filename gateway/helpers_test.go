@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -220,3 +221,5 @@ func startGatewayB(b *testing.B) *testGW {
 func nextSeq(p *int64) int64 { return atomic.AddInt64(p, 1) }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

@@ -13,6 +13,7 @@ const (
 	routeBrowser = "e"
 	routePixel   = "p.gif"
 	routeServer  = "v1_events"
+	routeProxy   = "proxy"
 	routeOther   = "other"
 )
 
