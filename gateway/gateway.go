@@ -42,6 +42,7 @@ import (
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/tag"
 )
 
 // Publisher stores messages durably. *bus.Bus implements it.
@@ -163,6 +164,7 @@ type Gateway struct {
 	origins   map[string]bool
 	anyOrigin bool
 	proxy     *tagProxy
+	tag       *tag.Asset
 
 	srv      *fasthttp.Server
 	ln       net.Listener
@@ -206,6 +208,11 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.m = newMetrics(reg)
 	g.proxy = newTagProxy(cfg.Proxy, g.now, reg)
+	asset, err := tag.Build()
+	if err != nil {
+		return nil, err
+	}
+	g.tag = asset
 	for _, s := range cfg.Sites {
 		for _, o := range s.Origins {
 			if o == "*" {
@@ -321,6 +328,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	case "/v1/events":
 		route = routeServer
 		g.serveServer(ctx, rid)
+	case "/t.js":
+		route = routeTag
+		g.serveTag(ctx, rid)
 	default:
 		g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))
 	}

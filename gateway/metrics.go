@@ -14,6 +14,7 @@ const (
 	routePixel   = "p.gif"
 	routeServer  = "v1_events"
 	routeProxy   = "proxy"
+	routeTag     = "t.js"
 	routeOther   = "other"
 )
 

@@ -1,0 +1,66 @@
+// Package tag builds Tagway's first-party tag: tag.js (the readable source,
+// embedded) minified with esbuild's Go API, and its gzip and brotli
+// variants, computed once at start-up, never per request.
+package tag
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/evanw/esbuild/pkg/api"
+	"github.com/valyala/fasthttp"
+)
+
+//go:embed tag.js
+var source string
+
+// Asset is the built tag.
+type Asset struct {
+	JS     []byte // minified
+	Gzip   []byte
+	Brotli []byte
+	// ETag is strong: a hash of the minified bytes, the same for every
+	// encoding of them (RFC 9110 allows one per representation; we vary by
+	// encoding with a suffix).
+	ETag string
+}
+
+// Build minifies the tag and precompresses it.
+func Build() (*Asset, error) {
+	res := api.Transform(source, api.TransformOptions{
+		Loader:            api.LoaderJS,
+		MinifyWhitespace:  true,
+		MinifyIdentifiers: true,
+		MinifySyntax:      true,
+		Target:            api.ES2017,
+		LegalComments:     api.LegalCommentsNone,
+	})
+	if len(res.Errors) > 0 {
+		msgs := make([]string, len(res.Errors))
+		for i, e := range res.Errors {
+			msgs[i] = e.Text
+		}
+		return nil, fmt.Errorf("tag: minifying: %s", strings.Join(msgs, "; "))
+	}
+	a := &Asset{JS: res.Code}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	_, _ = zw.Write(a.JS)
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	a.Gzip = buf.Bytes()
+	a.Brotli = fasthttp.AppendBrotliBytesLevel(nil, a.JS, fasthttp.CompressBrotliBestCompression)
+	if len(a.Brotli) == 0 {
+		return nil, errors.New("tag: brotli produced nothing")
+	}
+	sum := sha256.Sum256(a.JS)
+	a.ETag = `"` + hex.EncodeToString(sum[:12]) + `"`
+	return a, nil
+}
