@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -86,5 +88,36 @@ func TestAdminTokenAndRoutes(t *testing.T) {
 	}
 	if code, _ := get("/debug/pprof/", "s3cret"); code != 200 {
 		t.Errorf("pprof index: %d", code)
+	}
+}
+
+// A connection that sends nothing (a browser's preconnect) or sits idle
+// after a request must not hold a shutdown: fasthttp alone would wait 5 s for
+// the first and the read timeout for the second.
+func TestShutdownClosesUnbusyConnections(t *testing.T) {
+	tg := startGateway(t, nil)
+	silent, err := net.Dial("tcp", tg.g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	kept, err := net.Dial("tcp", tg.g.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Close()
+	_, _ = io.WriteString(kept, "GET /t.js HTTP/1.1\r\nHost: x\r\n\r\n")
+	buf := make([]byte, 1024)
+	if _, err := kept.Read(buf); err != nil { // answered; now idle
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := tg.g.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("shutdown took %v with an idle and a silent connection", d)
 	}
 }

@@ -32,6 +32,8 @@ type Config struct {
 	// Proxy lists third-party scripts served through the gateway's own
 	// origin (the tag proxy). Default none.
 	Proxy []ProxyRoute `yaml:"proxy"`
+	// DemoPage serves GET /demo (set by cmd/tagway in demo mode).
+	DemoPage bool `yaml:"-"`
 	// GeoCountryHeader and GeoRegionHeader name the trusted geo headers
 	// (consent.geo in the file); read only from trusted proxies.
 	GeoCountryHeader string `yaml:"-"`

@@ -166,6 +166,9 @@ type Gateway struct {
 	proxy     *tagProxy
 	tag       *tag.Asset
 
+	connMu sync.Mutex
+	conns  map[net.Conn]int // open connections → handlers running on them
+
 	srv      *fasthttp.Server
 	ln       net.Listener
 	serveErr chan error
@@ -236,8 +239,10 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		MaxConnsPerIP:      0,
 		Concurrency:        l.MaxConns,
 		CloseOnShutdown:    true,
+		ConnState:          g.trackConn,
 		Logger:             fasthttpLogger{g.log},
 	}
+	g.conns = map[net.Conn]int{}
 	return g, nil
 }
 
@@ -274,19 +279,74 @@ func (g *Gateway) Addr() net.Addr {
 // Err returns a channel that yields an error if serving stops unexpectedly.
 func (g *Gateway) Err() <-chan error { return g.serveErr }
 
-// Shutdown stops accepting connections and waits, bounded by ctx, for the
-// requests in flight to finish (each of which waits for its PubAcks). Safe to
-// call twice.
+// Shutdown stops accepting connections, closes the connections that are not
+// in the middle of a request (idle keep-alives, new ones with nothing sent),
+// and waits, bounded by ctx, for the requests in flight to finish (each of
+// which waits for its PubAcks). Safe to call twice.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		if !g.started.Load() {
 			return
 		}
-		if err := g.srv.ShutdownWithContext(ctx); err != nil {
-			g.stopErr = fmt.Errorf("gateway: shutdown: %w", err)
+		done := make(chan error, 1)
+		go func() { done <- g.srv.ShutdownWithContext(ctx) }()
+		// fasthttp counts a new connection as idle only after 5 s and waits
+		// on the others until their read timeout: browsers' keep-alive and
+		// preconnected sockets would hold the drain that long.
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			g.closeUnbusyConns()
+			select {
+			case err := <-done:
+				if err != nil {
+					g.stopErr = fmt.Errorf("gateway: shutdown: %w", err)
+				}
+				return
+			case <-tick.C:
+			}
 		}
 	})
 	return g.stopErr
+}
+
+// trackConn follows connections opening and closing (fasthttp's ConnState
+// hook). Its states cannot tell a busy connection: fasthttp marks a new one
+// active before its first byte arrives.
+func (g *Gateway) trackConn(c net.Conn, st fasthttp.ConnState) {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	switch st {
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		delete(g.conns, c)
+	default:
+		if _, ok := g.conns[c]; !ok {
+			g.conns[c] = 0
+		}
+	}
+}
+
+// busy marks a handler running (+1) or done (-1) on a connection.
+func (g *Gateway) busy(c net.Conn, d int) {
+	g.connMu.Lock()
+	if _, ok := g.conns[c]; ok {
+		g.conns[c] += d
+	}
+	g.connMu.Unlock()
+}
+
+// closeUnbusyConns closes connections with no handler running: idle
+// keep-alives, preconnects that sent nothing, requests still arriving (their
+// sender gets no answer and retries; nothing was acknowledged).
+func (g *Gateway) closeUnbusyConns() {
+	g.connMu.Lock()
+	defer g.connMu.Unlock()
+	for c, n := range g.conns {
+		if n == 0 {
+			_ = c.Close()
+			delete(g.conns, c)
+		}
+	}
 }
 
 // handle routes a public request.
@@ -294,6 +354,10 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	g.m.inFlight.Inc()
 	defer g.m.inFlight.Dec()
+	if c := ctx.Conn(); c != nil {
+		g.busy(c, 1)
+		defer g.busy(c, -1)
+	}
 
 	rid := requestID(ctx)
 	ctx.Response.Header.Set("X-Request-Id", rid)
@@ -331,6 +395,15 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	case "/t.js":
 		route = routeTag
 		g.serveTag(ctx, rid)
+	case "/demo":
+		if !g.cfg.DemoPage {
+			g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))
+			break
+		}
+		route = routeTag
+		ctx.SetContentType("text/html; charset=utf-8")
+		ctx.Response.Header.Set("Cache-Control", "no-store")
+		ctx.SetBody(tag.DemoPage())
 	default:
 		g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))
 	}

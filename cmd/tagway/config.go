@@ -159,6 +159,7 @@ Config file reference (every key, with its default):
 		c.Consent.DefaultRegime = consent.None
 		c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader = "CF-IPCountry", "X-Region"
 		c.Gateway.TrustedProxies = []string{"127.0.0.0/8", "::1"}
+		c.Gateway.DemoPage = true
 	}
 	c.Admin.SetDefaults()
 	c.Admin.Token = getenv(c.Admin.TokenEnv)

@@ -146,12 +146,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err := gw.Shutdown(sctx); err != nil {
 		log.Error("stopping the public listener", "err", err)
 	}
+	log.Debug("public listener stopped; in-flight requests done")
 	if err := b.Shutdown(sctx); err != nil {
 		log.Error("closing nats", "err", err)
 	}
+	log.Debug("nats closed")
 	if err := admin.Shutdown(sctx); err != nil {
 		log.Error("stopping the admin listener", "err", err)
 	}
+	log.Debug("admin listener stopped")
 	stopPruning()
 	<-pruned // before Badger closes under it
 	if err := store.Close(); err != nil {
@@ -244,6 +247,10 @@ func printBanner(w io.Writer, cfg *serveConfig, pub, adm net.Addr, b *bus.Bus) {
 		fmt.Fprintf(w, "  demo mode (no --config): site \"demo\", server source \"demo\"\n")
 		fmt.Fprintf(w, "  demo API key     %s\n", cfg.demoKey)
 	}
+	if cfg.demo {
+		fmt.Fprintf(w, "  demo page        %s/demo\n", u)
+	}
+	fmt.Fprintf(w, "  tag              %s/t.js\n", u)
 	fmt.Fprintf(w, "  browser events   POST %s/e\n", u)
 	fmt.Fprintf(w, "  pixel            GET  %s/p.gif?site=…&event=PageView\n", u)
 	fmt.Fprintf(w, "  server events    POST %s/v1/events  (Authorization: Bearer <key>)\n", u)

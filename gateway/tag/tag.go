@@ -64,3 +64,10 @@ func Build() (*Asset, error) {
 	a.ETag = `"` + hex.EncodeToString(sum[:12]) + `"`
 	return a, nil
 }
+
+//go:embed demo.html
+var demoPage []byte
+
+// DemoPage is the /demo page: the snippet, buttons for the standard events
+// and identify, and a TCF CMP stub driven by ?tcf=.
+func DemoPage() []byte { return demoPage }
