@@ -60,7 +60,38 @@ type Site struct {
 	// CookieDomain is the Domain attribute of _tw_id (e.g. "shop.example" to
 	// share it across subdomains). Empty: host-only cookie.
 	CookieDomain string `yaml:"cookie_domain"`
+	// Paths mounts this site's tag, browser batch and pixel under a prefix
+	// and names of its own, so path blocklists (which match "event",
+	// "collect", "track", "pixel", "analytics"…) do not catch them. The
+	// default routes (/t.js, /e, /p.gif) keep working too.
+	Paths SitePaths `yaml:"paths"`
 }
+
+// SitePaths are a site's own public paths; empty: none besides the defaults.
+type SitePaths struct {
+	Prefix string `yaml:"prefix"` // e.g. /a7f3
+	Tag    string `yaml:"tag"`    // default t.js
+	Batch  string `yaml:"batch"`  // default e
+	Pixel  string `yaml:"pixel"`  // default p.gif
+}
+
+// routes returns the site's tag, batch and pixel paths ("" when it has no
+// prefix of its own).
+func (p SitePaths) routes() (tag, batch, pixel string) {
+	if p.Prefix == "" {
+		return "", "", ""
+	}
+	name := func(v, def string) string {
+		if v == "" {
+			v = def
+		}
+		return strings.TrimSuffix(p.Prefix, "/") + "/" + strings.TrimPrefix(v, "/")
+	}
+	return name(p.Tag, "t.js"), name(p.Batch, "e"), name(p.Pixel, "p.gif")
+}
+
+// blockedWords are path parts common blocklists match, even first-party.
+var blockedWords = []string{"event", "collect", "track", "ingest", "pixel", "analytics"}
 
 // Source is a backend that posts server events with a bearer key.
 type Source struct {
@@ -167,6 +198,7 @@ func (c *Config) Validate() error {
 		return errors.New("tls: cert_file and key_file must be set together")
 	}
 	seen := map[string]bool{}
+	reserved := map[string]bool{"/e": true, "/p.gif": true, "/v1/events": true, "/t.js": true, "/demo": true}
 	for i := range c.Sites {
 		s := &c.Sites[i]
 		key := fmt.Sprintf("sites[%d]", i)
@@ -189,6 +221,27 @@ func (c *Config) Validate() error {
 		}
 		if d := s.CookieDomain; d != "" && (strings.ContainsAny(d, " ;,/:") || strings.HasPrefix(d, ".") && len(d) == 1) {
 			return fmt.Errorf("%s.cookie_domain: %q is not a domain", key, d)
+		}
+		if s.Paths.Prefix != "" {
+			if !strings.HasPrefix(s.Paths.Prefix, "/") || s.Paths.Prefix == "/" {
+				return fmt.Errorf("%s.paths.prefix: %q must be a path such as /a7f3", key, s.Paths.Prefix)
+			}
+			tag, batch, pixel := s.Paths.routes()
+			for _, r := range []struct{ name, path string }{{"tag", tag}, {"batch", batch}, {"pixel", pixel}} {
+				if strings.ContainsAny(r.path, "%?#\\ \"'<>") || strings.Contains(r.path, "//") || strings.Contains(r.path, "/.") {
+					return fmt.Errorf("%s.paths.%s: %q must be a plain path", key, r.name, r.path)
+				}
+				low := strings.ToLower(r.path)
+				for _, w := range blockedWords {
+					if strings.Contains(low, w) {
+						return fmt.Errorf("%s.paths: %q contains %q, which ad blockers match even on a first-party domain", key, r.path, w)
+					}
+				}
+				if reserved[r.path] {
+					return fmt.Errorf("%s.paths.%s: %q is already served", key, r.name, r.path)
+				}
+				reserved[r.path] = true
+			}
 		}
 	}
 	names := map[string]bool{}
@@ -257,7 +310,6 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	reserved := map[string]bool{"/e": true, "/p.gif": true, "/v1/events": true, "/t.js": true}
 	for i := range c.Proxy {
 		if err := c.Proxy[i].validate(fmt.Sprintf("proxy[%d]", i), reserved); err != nil {
 			return err

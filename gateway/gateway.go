@@ -165,6 +165,8 @@ type Gateway struct {
 	anyOrigin bool
 	proxy     *tagProxy
 	tag       *tag.Asset
+	// siteRoutes maps a site's own paths (SitePaths) to what they serve.
+	siteRoutes map[string]siteRoute
 
 	connMu sync.Mutex
 	conns  map[net.Conn]int // open connections → handlers running on them
@@ -211,11 +213,25 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.m = newMetrics(reg)
 	g.proxy = newTagProxy(cfg.Proxy, g.now, reg)
-	asset, err := tag.Build()
+	asset, err := tag.Build("/e")
 	if err != nil {
 		return nil, err
 	}
 	g.tag = asset
+	g.siteRoutes = map[string]siteRoute{}
+	for _, site := range cfg.Sites {
+		tagPath, batch, pixel := site.Paths.routes()
+		if tagPath == "" {
+			continue
+		}
+		a, err := tag.Build(batch)
+		if err != nil {
+			return nil, err
+		}
+		g.siteRoutes[tagPath] = siteRoute{kind: routeTag, asset: a}
+		g.siteRoutes[batch] = siteRoute{kind: routeBrowser}
+		g.siteRoutes[pixel] = siteRoute{kind: routePixel}
+	}
 	for _, s := range cfg.Sites {
 		for _, o := range s.Origins {
 			if o == "*" {
@@ -244,6 +260,12 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	}
 	g.conns = map[net.Conn]int{}
 	return g, nil
+}
+
+// siteRoute is what a site's own path serves.
+type siteRoute struct {
+	kind  string     // routeTag, routeBrowser or routePixel
+	asset *tag.Asset // the site's tag variant (routeTag)
 }
 
 // Start listens on cfg.Listen and serves in the background.
@@ -382,7 +404,21 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			g.m.request(route, 500, time.Since(start).Seconds())
 		}
 	}()
-	switch string(ctx.Path()) {
+	path := string(ctx.Path())
+	if r, ok := g.siteRoutes[path]; ok { // a site's own paths
+		route = r.kind
+		switch r.kind {
+		case routeTag:
+			g.serveTagAsset(ctx, rid, r.asset)
+		case routeBrowser:
+			g.serveBrowser(ctx, rid)
+		case routePixel:
+			g.servePixel(ctx, rid)
+		}
+		path = ""
+	}
+	switch path {
+	case "":
 	case "/e":
 		route = routeBrowser
 		g.serveBrowser(ctx, rid)

@@ -6,18 +6,22 @@ import (
 	"strings"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tagway/tagway/gateway/tag"
 )
 
 // serveTag answers GET /t.js: the minified tag, br or gzip by
 // Accept-Encoding (precompressed at start-up), a strong ETag per encoding,
 // 304 on If-None-Match, a cache lifetime of five minutes.
-func (g *Gateway) serveTag(ctx *fasthttp.RequestCtx, rid string) {
+func (g *Gateway) serveTag(ctx *fasthttp.RequestCtx, rid string) { g.serveTagAsset(ctx, rid, g.tag) }
+
+// serveTagAsset serves one tag variant.
+func (g *Gateway) serveTagAsset(ctx *fasthttp.RequestCtx, rid string, a *tag.Asset) {
 	if !ctx.IsGet() && !ctx.IsHead() {
 		ctx.Response.Header.Set("Allow", "GET, HEAD")
 		g.refuse(ctx, routeTag, rid, reqErr(reasonMethodNotAllowed, "", "use GET"))
 		return
 	}
-	a := g.tag
 	body, enc, etag := a.JS, "", a.ETag
 	ae := ctx.Request.Header.Peek("Accept-Encoding")
 	switch {

@@ -95,3 +95,65 @@ func TestAcceptsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// A site mounts its tag, batch and pixel under a prefix of its own, with
+// names blockers do not list; its tag posts to its own batch path.
+func TestSitePaths(t *testing.T) {
+	tg := startGateway(t, func(c *Config) {
+		c.Sites[0].Paths = SitePaths{Prefix: "/a7f3", Tag: "s.js", Batch: "c", Pixel: "i.gif"}
+	})
+	resp, err := http.Get(tg.url + "/a7f3/s.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"/a7f3/c"`)) || bytes.Contains(body, []byte("__TW_BATCH_PATH__")) {
+		t.Fatalf("site tag: %d, batch path baked in: %v", resp.StatusCode, bytes.Contains(body, []byte(`"/a7f3/c"`)))
+	}
+	// The default tag posts to /e.
+	resp, _ = http.Get(tg.url + "/t.js")
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte(`"/e"`)) {
+		t.Fatal("the default tag does not post to /e")
+	}
+	req, _ := http.NewRequest("POST", tg.url+"/a7f3/c", strings.NewReader(`{"site":"shop","data":[{"event":"PageView"}]}`))
+	req.Header.Set("Content-Type", "text/plain")
+	if resp, a := tg.do(t, req); resp.StatusCode != 200 || a.Accepted != 1 {
+		t.Fatalf("site batch path: %d %+v", resp.StatusCode, a)
+	}
+	resp, _ = http.Get(tg.url + "/a7f3/i.gif?site=shop&event=PageView")
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/gif" {
+		t.Fatalf("site pixel path: %d", resp.StatusCode)
+	}
+	if envs, _ := tg.envelopes(t); len(envs) != 2 {
+		t.Fatalf("%d events", len(envs))
+	}
+}
+
+func TestSitePathsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		p    SitePaths
+		want string
+	}{
+		{SitePaths{Prefix: "/track"}, `contains "track"`},
+		{SitePaths{Prefix: "/a7f3", Batch: "collect"}, `contains "collect"`},
+		{SitePaths{Prefix: "/a7f3", Pixel: "pixel.gif"}, `contains "pixel"`},
+		{SitePaths{Prefix: "a7f3"}, "paths.prefix"},
+		{SitePaths{Prefix: "/a7f3", Tag: "../t.js"}, "plain path"},
+		{SitePaths{Prefix: "/", Tag: "x.js"}, "paths.prefix"},
+	} {
+		c := Config{Sites: []Site{{ID: "shop", Paths: tc.p}}}
+		c.SetDefaults()
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want %q", tc.p, err, tc.want)
+		}
+	}
+	c := Config{Sites: []Site{{ID: "a", Paths: SitePaths{Prefix: "/x"}}, {ID: "b", Paths: SitePaths{Prefix: "/x"}}}}
+	c.SetDefaults()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "already served") {
+		t.Errorf("two sites on one path: %v", err)
+	}
+}

@@ -31,8 +31,15 @@ type Asset struct {
 	ETag string
 }
 
-// Build minifies the tag and precompresses it.
-func Build() (*Asset, error) {
+// placeholder is the batch path in the minified tag, replaced per variant.
+const placeholder = "/__TW_BATCH_PATH__"
+
+// Build minifies the tag and precompresses it for a batch path (e.g. "/e",
+// or "/a7f3/c" for a site with its own paths).
+func Build(batchPath string) (*Asset, error) {
+	if !strings.HasPrefix(batchPath, "/") || strings.ContainsAny(batchPath, "\"'\\<> ") {
+		return nil, fmt.Errorf("tag: batch path %q", batchPath)
+	}
 	res := api.Transform(source, api.TransformOptions{
 		Loader:            api.LoaderJS,
 		MinifyWhitespace:  true,
@@ -48,7 +55,10 @@ func Build() (*Asset, error) {
 		}
 		return nil, fmt.Errorf("tag: minifying: %s", strings.Join(msgs, "; "))
 	}
-	a := &Asset{JS: res.Code}
+	if bytes.Count(res.Code, []byte(placeholder)) != 1 {
+		return nil, errors.New("tag: the minified tag lost its batch path placeholder")
+	}
+	a := &Asset{JS: bytes.Replace(res.Code, []byte(placeholder), []byte(batchPath), 1)}
 	var buf bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
 	_, _ = zw.Write(a.JS)

@@ -15,6 +15,9 @@
 (function (w, d) {
   "use strict";
   var VERSION = "1";
+  // The batch path, replaced per site when the gateway serves this tag
+  // (sites may mount their paths under a prefix that blockers don't list).
+  var BATCH_PATH = "/__TW_BATCH_PATH__";
   var MAX_BATCH = 20, FLUSH_MS = 1000, CLICK_IDS = ["ttclid", "gclid", "fbclid", "msclkid"];
   var cfg = { site: "", endpoint: "", cmpTimeout: 500 };
   var queue = [], user = {}, consent = {}, timer = 0, pending = [], ready = false, cmpWait = null;
@@ -126,7 +129,7 @@
   }
 
   function send(events, beacon) {
-    var url = cfg.endpoint + "/e", body = payload(events);
+    var url = cfg.endpoint + BATCH_PATH, body = payload(events);
     if (beacon && navigator.sendBeacon && navigator.sendBeacon(url, body)) return;
     var attempt = function (n) {
       fetch(url, { method: "POST", body: body, keepalive: true, credentials: "include", headers: { "Content-Type": "text/plain" } })
