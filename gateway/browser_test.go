@@ -155,8 +155,10 @@ func TestBrowserCORSAndContentTypes(t *testing.T) {
 	if resp, _ := tg.do(t, mustReq("GET", tg.url+"/e")); resp.StatusCode != 405 || resp.Header.Get("Allow") == "" {
 		t.Fatalf("GET /e: %d", resp.StatusCode)
 	}
-	if resp, _ := tg.do(t, mustReq("GET", tg.url+"/nope")); resp.StatusCode != 404 {
-		t.Fatalf("unknown route: %d", resp.StatusCode)
+	for _, p := range []string{"/nope", "/demo", "/demo/events"} { // no demo page outside demo mode
+		if resp, _ := tg.do(t, mustReq("GET", tg.url+p)); resp.StatusCode != 404 {
+			t.Fatalf("%s: %d", p, resp.StatusCode)
+		}
 	}
 }
 

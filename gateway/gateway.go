@@ -167,6 +167,7 @@ type Gateway struct {
 	tag       *tag.Asset
 	// siteRoutes maps a site's own paths (SitePaths) to what they serve.
 	siteRoutes map[string]siteRoute
+	demo       *demoLog // demo mode only
 
 	connMu sync.Mutex
 	conns  map[net.Conn]int // open connections → handlers running on them
@@ -218,6 +219,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		return nil, err
 	}
 	g.tag = asset
+	if cfg.DemoPage {
+		g.demo = newDemoLog()
+	}
 	g.siteRoutes = map[string]siteRoute{}
 	for _, site := range cfg.Sites {
 		tagPath, batch, pixel := site.Paths.routes()
@@ -431,6 +435,13 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	case "/t.js":
 		route = routeTag
 		g.serveTag(ctx, rid)
+	case "/demo/events":
+		if !g.cfg.DemoPage {
+			g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))
+			break
+		}
+		route = routeTag
+		g.serveDemoEvents(ctx)
 	case "/demo":
 		if !g.cfg.DemoPage {
 			g.refuse(ctx, route, rid, reqErr(reasonNotFound, "", "no such route"))

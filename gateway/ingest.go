@@ -161,6 +161,7 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 				ans.Duplicates++
 			default:
 				ans.Accepted++
+				g.demo.add(&envs[o.i])
 				if ri.source == event.SourceServer && envs[o.i].EventIDAssigned {
 					g.m.noEventID.Inc() // accepted, but cannot be deduplicated
 				}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,6 +146,12 @@ func TestBrowserTagEndToEnd(t *testing.T) {
 	if p := string(got["AddToCart"].Properties); !strings.Contains(p, `"value":20`) || !strings.Contains(p, `"currency":"USD"`) {
 		t.Errorf("AddToCart properties: %s", p)
 	}
+	// The demo page shows what the gateway accepted for this browser.
+	shown, err := chromedp.Run(ctx, chromedp.Poll[string](`(function(){var t=document.getElementById("accepted").textContent;
+		return t.indexOf("CompletePayment")>=0 && t.indexOf("AddToCart")>=0 ? t : ""})()`, chromedp.WithPollingTimeout(10*time.Second)))
+	if err != nil || !strings.Contains(shown, "allowed: measurement") {
+		t.Fatalf("the demo page does not show the accepted events: %q %v", shown, err)
+	}
 }
 
 // Acceptance 2: with a TCF CMP that answers late and Global Privacy Control
@@ -221,5 +228,57 @@ func TestBrowserBeaconAndIsolation(t *testing.T) {
 	got := byName(waitEvents(t, ep.nats, 2))
 	if _, ok := got["AddToCart"]; !ok {
 		t.Fatalf("the pending AddToCart was not flushed on leaving: %v", got)
+	}
+}
+
+// GPP and US Privacy CMPs, EngagementTime on leaving, and the video helper.
+func TestBrowserGPPUSPEngagementVideo(t *testing.T) {
+	ctx := browser(t)
+	ep, stop, _ := startServe(t, t.TempDir(), map[string]string{"TAGWAY_DEMO_KEY": "k"})
+	defer stop()
+	const gpp = "DBABLA~CVVpGGGGkmVk.YA" // usnat v2, made by the IAB's encoder (consent fixtures)
+	stubs := `window.__gpp=function(cmd,cb){if(cmd==="ping"||cmd==="addEventListener"){setTimeout(function(){cb({gppString:"` + gpp + `",applicableSections:[7]},true)},50)}};
+window.__uspapi=function(cmd,v,cb){if(cmd==="getUSPData")cb({version:1,uspString:"1YYN"},true)};`
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: stubs}); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Navigate(ep.public+"/demo"), chromedp.WaitVisible("#cart"), tagLoaded()); err != nil {
+		t.Fatal(err)
+	}
+	// A stand-in video element (headless Chromium plays no media): the helper
+	// listens to timeupdate and reads currentTime/duration.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(function(){
+		var v = document.createElement("div"); v.duration = 100; v.currentTime = 0;
+		tw("video", v);
+		[10, 26, 51, 80, 100].forEach(function(t){ v.currentTime = t; v.dispatchEvent(new Event("timeupdate")); });
+		return 1})()`)); err != nil {
+		t.Fatal(err)
+	}
+	// Stay visible for over a second, then leave: EngagementTime is sent.
+	time.Sleep(1200 * time.Millisecond)
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatal(err)
+	}
+	envs := waitEvents(t, ep.nats, 6) // PageView, VideoProgress ×4, EngagementTime
+	var percents []string
+	var engagement *event.Envelope
+	for i, e := range envs {
+		if e.Consent.Signals.GPP != gpp || len(e.Consent.Signals.GPPSID) != 1 || e.Consent.Signals.GPPSID[0] != 7 || e.Consent.Signals.USP != "1YYN" {
+			t.Errorf("%s signals: %+v", e.Event, e.Consent.Signals)
+		}
+		switch e.Event {
+		case "VideoProgress":
+			var p struct{ Percent float64 }
+			_ = json.Unmarshal(e.Properties, &p)
+			percents = append(percents, strconv.Itoa(int(p.Percent)))
+		case "EngagementTime":
+			engagement = &envs[i]
+		}
+	}
+	if strings.Join(percents, ",") != "25,50,75,100" {
+		t.Errorf("VideoProgress percents: %v", percents)
+	}
+	if engagement == nil || !strings.Contains(string(engagement.Properties), `"seconds":`) {
+		t.Fatalf("no EngagementTime: %+v", envs)
 	}
 }
