@@ -6,6 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 # make run TAGWAY_DEMO_KEY=…
 TAGWAY_DEMO_KEY ?= tw_demo_key
 FUZZTIME ?= 60s
+BENCHTIME ?= 10s
 
 .PHONY: help run build test test-short bench fuzz clean
 
@@ -26,8 +27,9 @@ test: ## vet and run every test with the race detector, then the memory-bound te
 test-short: ## the tests without the ones that build and kill a process
 	$(GO) test -short -count=1 ./...
 
-bench: ## Go benchmarks of the hot paths
+bench: ## Go benchmarks of the hot paths, then the load test against its baselines (report in bench/results/)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) run ./cmd/tagway-load --duration $(BENCHTIME)
 
 fuzz: ## run each fuzz target (batch parsers, consent decoders) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzServerBatch$$' -fuzztime $(FUZZTIME) ./gateway/

@@ -1,0 +1,439 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Result is one measured run.
+type Result struct {
+	Target      string         `json:"target"`
+	Scenario    string         `json:"scenario"`
+	Mode        string         `json:"mode"`
+	Seconds     float64        `json:"seconds"`
+	Requests    int64          `json:"requests"`
+	Events      int64          `json:"events"`
+	RPS         float64        `json:"requests_per_s"`
+	EPS         float64        `json:"events_per_s"`
+	P50ms       float64        `json:"p50_ms"`
+	P99ms       float64        `json:"p99_ms"`
+	P999ms      float64        `json:"p999_ms"`
+	Errors      map[string]int `json:"errors"`
+	TargetRate  float64        `json:"target_rate,omitempty"`
+	ServerCores float64        `json:"server_cores,omitempty"`
+}
+
+// Report is the whole run.
+type Report struct {
+	At         string             `json:"at"`
+	Machine    string             `json:"machine"`
+	Command    string             `json:"command"`
+	Results    []Result           `json:"results"`
+	PeakRSSMiB float64            `json:"tagway_peak_rss_mib"`
+	BadgerMiB  float64            `json:"tagway_badger_mib"`
+	Ratios     map[string]float64 `json:"ratios"`
+	CPUProfile string             `json:"cpu_profile"`
+}
+
+type scenario struct {
+	name  string
+	path  string
+	batch int // events per server request; 0: browser beacon of 1 event
+}
+
+var scenarios = []scenario{{"server batches of 20", "/v1/events", 20}, {"browser beacons of 1", "/e", 0}}
+
+const benchKey = "bench-key"
+
+func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report, error) {
+	rep := &Report{At: time.Now().UTC().Format(time.RFC3339), Command: "go run ./cmd/tagway-load " + strings.Join(os.Args[1:], " "), Ratios: map[string]float64{}}
+	rep.Machine = machine()
+	tr := &traffic{profiles: o.profiles}
+
+	// Baselines first.
+	tmp, err := os.MkdirTemp("", "tagway-load")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	u204, stop204, err := baseline204()
+	if err != nil {
+		return nil, err
+	}
+	uPipe, stopPipe, err := baselinePipeline(filepath.Join(tmp, "pipeline"))
+	if err != nil {
+		stop204()
+		return nil, err
+	}
+	baselines := map[string]map[string]Result{}
+	for name, url := range map[string]string{"bare fasthttp 204": u204, "bare durable pipeline": uPipe} {
+		baselines[name] = map[string]Result{}
+		for _, sc := range scenarios {
+			fmt.Fprintf(log, "closed loop: %s, %s…\n", name, sc.name)
+			r := closedLoop(ctx, url, sc, tr, o, 0)
+			r.Target = name
+			rep.Results = append(rep.Results, r)
+			baselines[name][sc.name] = r
+		}
+	}
+	stop204()
+	stopPipe()
+
+	// Tagway itself, as a separate process.
+	srv, err := startTagway(ctx, o, tmp, log)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	for _, sc := range scenarios {
+		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
+		cpu0 := srv.cpuSeconds()
+		var prof sync.WaitGroup
+		if sc.batch > 0 { // profile the peak run
+			rep.CPUProfile = filepath.Join(o.out, "cpu-"+stamp+".pprof")
+			prof.Add(1)
+			go func() { defer prof.Done(); srv.profile(o.duration, rep.CPUProfile) }()
+		}
+		r := closedLoop(ctx, srv.url, sc, tr, o, 0)
+		prof.Wait()
+		r.Target, r.ServerCores = "tagway", (srv.cpuSeconds()-cpu0)/r.Seconds
+		rep.Results = append(rep.Results, r)
+		if b := baselines["bare durable pipeline"][sc.name]; b.EPS > 0 {
+			if sc.batch > 0 {
+				rep.Ratios[sc.name+": events/s vs bare pipeline"] = r.EPS / b.EPS
+			} else {
+				rep.Ratios[sc.name+": requests/s vs bare pipeline"] = r.RPS / b.RPS
+			}
+		}
+		if b := baselines["bare fasthttp 204"][sc.name]; b.RPS > 0 {
+			rep.Ratios[sc.name+": requests/s vs bare 204"] = r.RPS / b.RPS
+		}
+		// Open loop at a share of this peak: latency without coordinated omission.
+		rate := r.RPS * o.openShare
+		fmt.Fprintf(log, "open loop: tagway, %s at %.0f requests/s…\n", sc.name, rate)
+		ol := openLoop(ctx, srv.url, sc, tr, o, rate)
+		ol.Target = "tagway"
+		rep.Results = append(rep.Results, ol)
+	}
+	rep.PeakRSSMiB = srv.peakRSS() / (1 << 20)
+	rep.BadgerMiB = dirSize(filepath.Join(srv.data, "badger")) / (1 << 20)
+	return rep, nil
+}
+
+func newRequest(url string, sc scenario, tr *traffic, r *rand.Rand, req *fasthttp.Request) int {
+	req.Reset()
+	req.Header.SetMethod("POST")
+	if sc.batch > 0 {
+		req.SetRequestURI(url + sc.path)
+		req.Header.SetContentType("application/json")
+		req.Header.Set("Authorization", "Bearer "+benchKey)
+		req.SetBodyString(tr.server(r, sc.batch))
+		return sc.batch
+	}
+	body, anon, _ := tr.browser(r)
+	// One-event beacons for the ratio the targets use.
+	if i := strings.Index(body, `},{"event"`); i > 0 {
+		body = body[:i+1] + "]}"
+	}
+	req.SetRequestURI(url + sc.path)
+	req.Header.SetContentType("text/plain;charset=UTF-8")
+	req.Header.SetCookie("_tw_id", anon)
+	req.SetBodyString(body)
+	return 1
+}
+
+func classify(err error, status int) string {
+	switch {
+	case err != nil && strings.Contains(err.Error(), "timeout"):
+		return "timeout"
+	case err != nil:
+		return "connection"
+	case status >= 500:
+		return "status " + strconv.Itoa(status)
+	case status >= 400 && status != 400:
+		return "status " + strconv.Itoa(status)
+	}
+	return ""
+}
+
+// closedLoop runs o.conns workers as fast as they go.
+func closedLoop(ctx context.Context, url string, sc scenario, tr *traffic, o options, _ float64) Result {
+	client := &fasthttp.Client{MaxConnsPerHost: o.conns * 2, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	deadline := time.Now().Add(o.duration)
+	var reqs, events atomic.Int64
+	var mu sync.Mutex
+	errs := map[string]int{}
+	lat := make([][]time.Duration, o.conns)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < o.conns; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				n := newRequest(url, sc, tr, r, req)
+				t0 := time.Now()
+				err := client.Do(req, resp)
+				lat[w] = append(lat[w], time.Since(t0))
+				if k := classify(err, resp.StatusCode()); k != "" {
+					mu.Lock()
+					errs[k]++
+					mu.Unlock()
+					continue
+				}
+				reqs.Add(1)
+				events.Add(int64(n))
+			}
+		}(w)
+	}
+	wg.Wait()
+	return summarize(sc, "closed", time.Since(start), reqs.Load(), events.Load(), slices.Concat(lat...), errs)
+}
+
+// openLoop sends at a fixed rate; each latency counts from the request's
+// scheduled time, so a slow server cannot make the load generator wait and
+// hide its queueing (coordinated omission).
+func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o options, rate float64) Result {
+	if rate < 1 {
+		rate = 1
+	}
+	client := &fasthttp.Client{MaxConnsPerHost: 512, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	interval := time.Duration(float64(time.Second) / rate)
+	total := int(o.duration / interval)
+	sched := make(chan time.Time, 4096)
+	var reqs, events atomic.Int64
+	var mu sync.Mutex
+	errs := map[string]int{}
+	var lats []time.Duration
+	var wg sync.WaitGroup
+	for w := 0; w < 256; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w)+1000, uint64(time.Now().UnixNano())))
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			var mine []time.Duration
+			for at := range sched {
+				n := newRequest(url, sc, tr, r, req)
+				err := client.Do(req, resp)
+				mine = append(mine, time.Since(at))
+				if k := classify(err, resp.StatusCode()); k != "" {
+					mu.Lock()
+					errs[k]++
+					mu.Unlock()
+					continue
+				}
+				reqs.Add(1)
+				events.Add(int64(n))
+			}
+			mu.Lock()
+			lats = append(lats, mine...)
+			mu.Unlock()
+		}(w)
+	}
+	start := time.Now()
+	for i := 0; i < total && ctx.Err() == nil; i++ {
+		at := start.Add(time.Duration(i) * interval)
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+		sched <- at
+	}
+	close(sched)
+	wg.Wait()
+	res := summarize(sc, "open", time.Since(start), reqs.Load(), events.Load(), lats, errs)
+	res.TargetRate = rate
+	return res
+}
+
+func summarize(sc scenario, mode string, d time.Duration, reqs, events int64, lat []time.Duration, errs map[string]int) Result {
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+	}
+	return Result{Scenario: sc.name, Mode: mode, Seconds: d.Seconds(), Requests: reqs, Events: events,
+		RPS: float64(reqs) / d.Seconds(), EPS: float64(events) / d.Seconds(),
+		P50ms: pct(0.5), P99ms: pct(0.99), P999ms: pct(0.999), Errors: errs}
+}
+
+// ---- the tagway process ------------------------------------------------
+
+type tagwayProc struct {
+	cmd   *exec.Cmd
+	url   string
+	admin string
+	data  string
+}
+
+func startTagway(ctx context.Context, o options, tmp string, log io.Writer) (*tagwayProc, error) {
+	bin := o.bin
+	if bin == "" {
+		bin = filepath.Join(tmp, "tagway")
+		fmt.Fprintln(log, "building tagway…")
+		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tagway").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	}
+	sum := sha256.Sum256([]byte(benchKey))
+	cfg := filepath.Join(tmp, "bench.yaml")
+	_ = os.WriteFile(cfg, []byte(`sites: [{id: bench, origins: ["*"]}]
+sources: [{name: bench, key_sha256: "`+hex.EncodeToString(sum[:])+`", sites: [bench]}]
+limits: {ip_rate: {rps: 0}}
+consent: {default_regime: opt-out}
+log: {level: warn}
+`), 0o600)
+	p := &tagwayProc{data: filepath.Join(tmp, "data")}
+	p.cmd = exec.CommandContext(ctx, bin, "serve", "--config", cfg, "--data", p.data,
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "off")
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	p.cmd.Stderr = log
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	pub, adm := regexp.MustCompile(`browser events\s+POST (http://\S+)/e`), regexp.MustCompile(`admin\s+(http://\S+)/metrics`)
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && (p.url == "" || p.admin == "") {
+		if m := pub.FindStringSubmatch(sc.Text()); m != nil {
+			p.url = m[1]
+		}
+		if m := adm.FindStringSubmatch(sc.Text()); m != nil {
+			p.admin = m[1]
+		}
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	if p.url == "" {
+		p.stop()
+		return nil, errNoBanner
+	}
+	return p, nil
+}
+
+func (p *tagwayProc) stop() {
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Signal(os.Interrupt)
+		_ = p.cmd.Wait()
+	}
+}
+
+// cpuSeconds is the process's user+system CPU time (Linux /proc).
+func (p *tagwayProc) cpuSeconds() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks (USER_HZ 100 on Linux)
+}
+
+// peakRSS is the process's high-water resident set (VmHWM), in bytes.
+func (p *tagwayProc) peakRSS() float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// profile saves a CPU profile of the server taken from its admin pprof.
+func (p *tagwayProc) profile(d time.Duration, path string) {
+	secs := max(int(d/time.Second)-1, 1)
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, secs))
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}
+
+// dirSize is the disk space a directory's files use (allocated blocks: Badger
+// preallocates sparse value-log files, whose apparent size means nothing).
+func dirSize(dir string) float64 {
+	var n int64
+	_ = filepath.Walk(dir, func(_ string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
+			n += info.Size()
+		}
+		return nil
+	})
+	return float64(n)
+}
+
+func machine() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	model := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+			break
+		}
+	}
+	return fmt.Sprintf("%s, %d CPUs", model, strings.Count(string(b), "processor\t:"))
+}
+
+func printReport(w io.Writer, rep *Report) {
+	fmt.Fprintf(w, "\nTagway load test — %s — %s\n\n", rep.At, rep.Machine)
+	fmt.Fprintf(w, "%-22s %-22s %-6s %10s %11s %8s %8s %8s %7s  %s\n", "target", "scenario", "mode", "req/s", "events/s", "p50 ms", "p99 ms", "p99.9", "cores", "errors")
+	for _, r := range rep.Results {
+		cores := ""
+		if r.ServerCores > 0 {
+			cores = fmt.Sprintf("%.2f", r.ServerCores)
+		}
+		fmt.Fprintf(w, "%-22s %-22s %-6s %10.0f %11.0f %8.2f %8.2f %8.2f %7s  %v\n", r.Target, r.Scenario, r.Mode, r.RPS, r.EPS, r.P50ms, r.P99ms, r.P999ms, cores, r.Errors)
+	}
+	fmt.Fprintln(w)
+	keys := make([]string, 0, len(rep.Ratios))
+	for k := range rep.Ratios {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(w, "%-55s %5.0f %%\n", k, rep.Ratios[k]*100)
+	}
+	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB\n", rep.PeakRSSMiB, rep.BadgerMiB)
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// A short real run: the baselines and tagway are driven, every scenario is
+// measured without errors, and the report and profile are written.
+func TestLoadSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and drives a real tagway; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tagway")
+	if err := runGo(t, "build", "-o", bin, "../tagway"); err != nil {
+		t.Fatal(err)
+	}
+	var out, log bytes.Buffer
+	err := run(t.Context(), []string{"--duration", "400ms", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin}, &out, &log)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("reports: %v", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	tagway := 0
+	for _, r := range rep.Results {
+		if r.Events == 0 || len(r.Errors) != 0 || r.P99ms <= 0 {
+			t.Errorf("%s %s %s: %+v", r.Target, r.Scenario, r.Mode, r)
+		}
+		if r.Target == "tagway" {
+			tagway++
+		}
+	}
+	if tagway != 4 || len(rep.Ratios) != 4 || rep.PeakRSSMiB <= 0 || !strings.Contains(out.String(), "events/s vs bare pipeline") {
+		t.Fatalf("report: %d tagway runs, ratios %v, rss %v\n%s", tagway, rep.Ratios, rep.PeakRSSMiB, out.String())
+	}
+	if st, err := os.Stat(rep.CPUProfile); err != nil || st.Size() == 0 {
+		t.Fatalf("cpu profile %s: %v", rep.CPUProfile, err)
+	}
+}
+
+func runGo(t *testing.T, args ...string) error {
+	t.Helper()
+	cmd := execCommand("go", args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Logf("%s", out)
+	}
+	return err
+}
+
+var execCommand = exec.Command

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+)
+
+// traffic makes realistic request bodies: server batches of 20 events and
+// browser beacons of 1–5, over a space of profiles, and ~20 % of server
+// events being the server copy of an earlier browser event (dedup hits).
+// Consent signals come as on real sites: from the browser's CMP, the same for
+// a given visitor every time (some denying), and not from backends.
+type traffic struct {
+	profiles int
+	seq      atomic.Int64
+	recent   [1024]atomic.Value // recent browser event ids, for server copies
+}
+
+var tcfGrant = "CP9HEwAP9HEwAAfAFCDEDwEoAPLAAEMAAAqIABuAAAAA" // IAB-encoded fixture (purposes 1-4, 7, 9, 10)
+
+var consentMix = []string{
+	``, ``, ``, // most requests carry no signal (regime none/opt-out)
+	`,"consent":{"usp":"1YNN"}`,
+	`,"consent":{"usp":"1YYN"}`, // sale opt-out
+	`,"consent":{"gpc":true}`,
+	`,"consent":{"tcf":"` + tcfGrant + `"}`,
+	`,"consent":{"gpp":"DBABLA~CVVpGGGGkmVk.YA","gpp_sid":[7]}`,
+}
+
+func (t *traffic) profile(r *rand.Rand) int { return r.IntN(t.profiles) }
+
+// browser returns a beacon of 1–5 events and the anon id to send as cookie.
+func (t *traffic) browser(r *rand.Rand) (body string, anon string, events int) {
+	p := t.profile(r)
+	anon = fmt.Sprintf("%032x", p)
+	n := 1 + r.IntN(5)
+	var sb strings.Builder
+	sb.WriteString(`{"site":"bench"` + consentMix[p%len(consentMix)] + `,"data":[`)
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("b-%d", t.seq.Add(1))
+		name := []string{"PageView", "ViewContent", "AddToCart", "InitiateCheckout", "CompletePayment"}[r.IntN(5)]
+		if name == "CompletePayment" {
+			t.recent[r.IntN(len(t.recent))].Store(id)
+		}
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		fmt.Fprintf(&sb, `{"event":%q,"event_id":%q,"page":{"url":"https://shop.example/p/%d"},"properties":{"value":%d.5,"currency":"USD","contents":[{"content_id":"sku-%d","quantity":1,"price":9.5}]}}`,
+			name, id, r.IntN(1000), r.IntN(300), r.IntN(5000))
+	}
+	sb.WriteString(`]}`)
+	return sb.String(), anon, n
+}
+
+// server returns a batch of n server events; ~20 % copy a browser event.
+func (t *traffic) server(r *rand.Rand, n int) string {
+	var sb strings.Builder
+	sb.WriteString(`{"site":"bench","data":[`)
+	for i := 0; i < n; i++ {
+		id, name := fmt.Sprintf("s-%d", t.seq.Add(1)), "Lead"
+		if r.IntN(5) == 0 {
+			if v, ok := t.recent[r.IntN(len(t.recent))].Load().(string); ok {
+				id, name = v, "CompletePayment"
+			}
+		}
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		p := t.profile(r)
+		fmt.Fprintf(&sb, `{"event":%q,"event_id":%q,"user":{"email":"user%d@example.com","external_id":"cust-%d","ip":"203.0.113.%d","user_agent":"Mozilla/5.0"},"properties":{"value":%d,"currency":"EUR"}}`,
+			name, id, p, p, r.IntN(250), r.IntN(500))
+	}
+	sb.WriteString(`]}`)
+	return sb.String()
+}
