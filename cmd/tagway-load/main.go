@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -57,7 +58,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	stamp := time.Now().UTC().Format("20060102T150405Z")
-	rep, err := bench(ctx, o, stamp, stderr)
+	// The server's stderr is copied in by exec's own goroutine: progress
+	// lines share the writer, so it is locked.
+	rep, err := bench(ctx, o, stamp, &lockedWriter{w: stderr})
 	if err != nil {
 		return err
 	}
@@ -72,3 +75,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 }
 
 var errNoBanner = errors.New("tagway serve printed no banner")
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
