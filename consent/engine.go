@@ -142,6 +142,7 @@ type Outcome struct {
 	Publish []byte
 	site    string
 	profile string
+	pending *state // the state written, to mark pending if publishing fails
 }
 
 // Engine decides consent for events and keeps per-profile state and the
@@ -231,18 +232,21 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		id := event.NewID(e.now())
 		data, _ := json.Marshal(map[string]any{"signals": sig, "decision": d, "inherited": inherit})
 		rec := &audit.Record{ID: id, Kind: audit.KindConsent, Site: env.Site, Profile: profile, Jurisdiction: j.String(),
-			Source: string(env.Source), Data: data}
-		if err := e.log.Append(rec); err != nil {
-			return nil, fmt.Errorf("consent: audit log: %w", err)
-		}
+			Source: string(env.Source), Data: data, At: e.now().UnixMilli()}
 		ch, _ := json.Marshal(Change{Site: env.Site, Profile: profile, Jurisdiction: j.String(), Regime: j.Regime,
 			Allowed: d.Allowed, Denied: d.Denied, AuditID: id, Source: string(env.Source), At: rec.At})
-		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At,
-			Unpublished: true, Source: string(env.Source), Pending: ch}
-		if err := e.store(env.Site, profile, st); err != nil {
-			return nil, err
+		// The state is written as published, in the audit record's own
+		// transaction (one Badger write per change: the load test's profile
+		// showed three). Only a failed publish marks it pending (Published).
+		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At, Source: string(env.Source)}
+		b, _ := json.Marshal(st)
+		err := e.log.AppendTx(func(txn *badger.Txn) error {
+			return txn.SetEntry(badger.NewEntry(stateKey(env.Site, profile), b).WithTTL(e.cfg.StateTTL.D()))
+		}, rec)
+		if err != nil {
+			return nil, fmt.Errorf("consent: audit log: %w", err)
 		}
-		out.AuditID, out.Publish = id, ch
+		out.AuditID, out.Publish, out.pending = id, ch, st
 	}
 	env.Consent.Decided = true
 	env.Consent.Jurisdiction = j.String()
@@ -259,20 +263,28 @@ func sameState(prev *state, sig storedSignals, j Jurisdiction, d Decision) bool 
 		slices.Equal(prev.Decision.Allowed, d.Allowed) && prev.Decision.Regime == d.Regime
 }
 
-// Published reports whether an outcome's tw.consent message was stored; the
-// state stops being re-sent once it was.
+// Published reports whether an outcome's tw.consent message was stored. A
+// state is written as published; a failed publish marks it pending, and the
+// profile's next event sends it again. (A crash between the state write and
+// the publish can lose that one notification; the audit record, the record
+// of truth, is written first.) A re-sent message that is now stored clears
+// the mark.
 func (e *Engine) Published(o *Outcome, ok bool) error {
-	if o == nil || o.Publish == nil || !ok {
-		return nil
+	if o == nil || o.Publish == nil || (ok && o.pending != nil) {
+		return nil // nothing to publish, or a fresh change stored as published already
 	}
 	mu := e.lock(o.site, o.profile)
 	mu.Lock()
 	defer mu.Unlock()
 	st, err := e.load(o.site, o.profile)
-	if err != nil || st == nil || st.AuditID != o.AuditID || !st.Unpublished {
+	if err != nil || st == nil || st.AuditID != o.AuditID || st.Unpublished == !ok {
 		return err
 	}
-	st.Unpublished, st.Pending = false, nil
+	if ok {
+		st.Unpublished, st.Pending = false, nil
+	} else {
+		st.Unpublished, st.Pending = true, o.Publish
+	}
 	return e.store(o.site, o.profile, st)
 }
 

@@ -217,10 +217,19 @@ func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
 
 // Append adds records in order, linking each to the one before, in one
 // transaction. It fills their Seq, At (when zero), Prev and Hash.
-func (l *Log) Append(recs ...*Record) error {
+func (l *Log) Append(recs ...*Record) error { return l.AppendTx(nil, recs...) }
+
+// AppendTx is Append with extra writes (a caller's own state) in the same
+// transaction: both land or neither does.
+func (l *Log) AppendTx(extra func(txn *badger.Txn) error, recs ...*Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.db.Update(func(txn *badger.Txn) error {
+		if extra != nil {
+			if err := extra(txn); err != nil {
+				return err
+			}
+		}
 		h := head{Hash: genesis}
 		if _, err := getJSON(txn, headKey, &h); err != nil {
 			return fmt.Errorf("audit: reading head: %w", err)
