@@ -2,6 +2,7 @@ package consent
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 )
@@ -321,7 +322,7 @@ func decodeUS(name, sec string) (USSection, error) {
 		}
 		switch {
 		case key == layout.versionKey:
-			if !containsInt(layout.versions, v) {
+			if !slices.Contains(layout.versions, v) {
 				return nil, fmt.Errorf("%s: %d at bit 0 is not a supported version %v", key, v, layout.versions)
 			}
 		case key == "mspa_covered_transaction" && (v < 1 || v > 2):
@@ -369,13 +370,4 @@ func decodeUS(name, sec string) (USSection, error) {
 		}
 	}
 	return out, nil
-}
-
-func containsInt(l []int, v int) bool {
-	for _, x := range l {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

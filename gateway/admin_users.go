@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -80,25 +81,36 @@ func UserHandlers(stores []NamedStore, log *audit.Log, links *dedup.Store, sites
 		}
 		return event.ProfileID(&u), nil
 	}
+	// perSite resolves the key in every searched site and answers 200 with
+	// one entry per site, or 500 naming the store that failed.
+	perSite := func(w http.ResponseWriter, r *http.Request, entry func(site, profile string) (map[string]any, error)) {
+		key, kind, search, ok := resolve(w, r)
+		if !ok {
+			return
+		}
+		var out []map[string]any
+		for _, site := range search {
+			profile, err := profileOf(site, key, kind)
+			if err == nil {
+				var e map[string]any
+				if e, err = entry(site, profile); err == nil {
+					out = append(out, e)
+					continue
+				}
+			}
+			writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		writeAdminJSON(w, http.StatusOK, out)
+	}
 	return map[string]http.Handler{
 		"GET /admin/users/{key}": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			key, kind, search, ok := resolve(w, r)
-			if !ok {
-				return
-			}
-			var out []map[string]any
-			for _, site := range search {
-				profile, err := profileOf(site, key, kind)
-				if err != nil {
-					writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-					return
-				}
+			perSite(w, r, func(site, profile string) (map[string]any, error) {
 				entry := map[string]any{"site": site, "profile": profile, "segments": "not built yet"}
 				for _, ns := range stores {
 					v, err := ns.Store.Show(site, profile)
 					if err != nil {
-						writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": ns.Name + ": " + err.Error()})
-						return
+						return nil, fmt.Errorf("%s: %w", ns.Name, err)
 					}
 					entry[ns.Name] = v
 				}
@@ -107,40 +119,26 @@ func UserHandlers(stores []NamedStore, log *audit.Log, links *dedup.Store, sites
 					recs = append(recs, *rec)
 					return nil
 				}); err != nil {
-					writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": "audit: " + err.Error()})
-					return
+					return nil, fmt.Errorf("audit: %w", err)
 				}
 				entry["audit"] = recs
-				out = append(out, entry)
-			}
-			writeAdminJSON(w, http.StatusOK, out)
+				return entry, nil
+			})
 		}),
 		"POST /admin/users/{key}/erase": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			key, kind, search, ok := resolve(w, r)
-			if !ok {
-				return
-			}
-			var out []map[string]any
-			for _, site := range search {
-				profile, err := profileOf(site, key, kind)
-				if err != nil {
-					writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
-					return
-				}
+			perSite(w, r, func(site, profile string) (map[string]any, error) {
 				erased := map[string]any{}
 				for _, ns := range stores {
 					n, err := ns.Store.Erase(site, profile)
 					if err != nil {
-						writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": ns.Name + ": " + err.Error()})
-						return
+						return nil, fmt.Errorf("%s: %w", ns.Name, err)
 					}
 					erased[ns.Name] = n
 				}
 				// Last: the audit log, which keeps one erasure record.
 				had, err := log.Erase(site, profile)
 				if err != nil {
-					writeAdminJSON(w, http.StatusInternalServerError, map[string]string{"error": "audit: " + err.Error()})
-					return
+					return nil, fmt.Errorf("audit: %w", err)
 				}
 				if !had && hasAny(erased) {
 					// Data but no audit trail yet: still leave the erasure on record.
@@ -148,9 +146,8 @@ func UserHandlers(stores []NamedStore, log *audit.Log, links *dedup.Store, sites
 					had = err == nil
 				}
 				erased["audit"] = had
-				out = append(out, map[string]any{"site": site, "profile": profile, "erased": erased})
-			}
-			writeAdminJSON(w, http.StatusOK, out)
+				return map[string]any{"site": site, "profile": profile, "erased": erased}, nil
+			})
 		}),
 	}
 }

@@ -269,7 +269,7 @@ func (g *Gateway) serveServer(ctx *fasthttp.RequestCtx, rid string) {
 		g.refuse(ctx, routeServer, rid, reqErr(reasonInvalidField, "site", "site: required"))
 		return
 	}
-	if !contains(src.Sites, b.Site) {
+	if !slices.Contains(src.Sites, b.Site) {
 		g.refuse(ctx, routeServer, rid, reqErr(reasonSiteNotAllowed, "site", "site: this API key may not send events for this site"))
 		return
 	}
@@ -379,15 +379,6 @@ func checkBatchConsent(c *consentIn) (string, string) {
 		return "consent." + f, m
 	}
 	return "", ""
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }

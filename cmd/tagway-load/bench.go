@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -89,7 +90,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		baselines[name] = map[string]Result{}
 		for _, sc := range scenarios {
 			fmt.Fprintf(log, "closed loop: %s, %s…\n", name, sc.name)
-			r := closedLoop(ctx, url, sc, tr, o, 0)
+			r := closedLoop(ctx, url, sc, tr, o)
 			r.Target = name
 			rep.Results = append(rep.Results, r)
 			baselines[name][sc.name] = r
@@ -113,7 +114,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 			prof.Add(1)
 			go func() { defer prof.Done(); srv.profile(o.duration, rep.CPUProfile) }()
 		}
-		r := closedLoop(ctx, srv.url, sc, tr, o, 0)
+		r := closedLoop(ctx, srv.url, sc, tr, o)
 		prof.Wait()
 		r.Target, r.ServerCores = "tagway", (srv.cpuSeconds()-cpu0)/r.Seconds
 		rep.Results = append(rep.Results, r)
@@ -176,12 +177,10 @@ func classify(err error, status int) string {
 }
 
 // closedLoop runs o.conns workers as fast as they go.
-func closedLoop(ctx context.Context, url string, sc scenario, tr *traffic, o options, _ float64) Result {
+func closedLoop(ctx context.Context, url string, sc scenario, tr *traffic, o options) Result {
 	client := &fasthttp.Client{MaxConnsPerHost: o.conns * 2, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	deadline := time.Now().Add(o.duration)
-	var reqs, events atomic.Int64
-	var mu sync.Mutex
-	errs := map[string]int{}
+	t := newTally()
 	lat := make([][]time.Duration, o.conns)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -198,19 +197,12 @@ func closedLoop(ctx context.Context, url string, sc scenario, tr *traffic, o opt
 				t0 := time.Now()
 				err := client.Do(req, resp)
 				lat[w] = append(lat[w], time.Since(t0))
-				if k := classify(err, resp.StatusCode()); k != "" {
-					mu.Lock()
-					errs[k]++
-					mu.Unlock()
-					continue
-				}
-				reqs.Add(1)
-				events.Add(int64(n))
+				t.record(err, resp.StatusCode(), n)
 			}
 		}(w)
 	}
 	wg.Wait()
-	return summarize(sc, "closed", time.Since(start), reqs.Load(), events.Load(), slices.Concat(lat...), errs)
+	return t.summarize(sc, "closed", time.Since(start), slices.Concat(lat...))
 }
 
 // openLoop sends at a fixed rate; each latency counts from the request's
@@ -224,9 +216,8 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 	interval := time.Duration(float64(time.Second) / rate)
 	total := int(o.duration / interval)
 	sched := make(chan time.Time, 4096)
-	var reqs, events atomic.Int64
-	var mu sync.Mutex
-	errs := map[string]int{}
+	t := newTally()
+	var mu sync.Mutex // guards lats
 	var lats []time.Duration
 	var wg sync.WaitGroup
 	for w := 0; w < 256; w++ {
@@ -242,14 +233,7 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 				n := newRequest(url, sc, tr, r, req)
 				err := client.Do(req, resp)
 				mine = append(mine, time.Since(at))
-				if k := classify(err, resp.StatusCode()); k != "" {
-					mu.Lock()
-					errs[k]++
-					mu.Unlock()
-					continue
-				}
-				reqs.Add(1)
-				events.Add(int64(n))
+				t.record(err, resp.StatusCode(), n)
 			}
 			mu.Lock()
 			lats = append(lats, mine...)
@@ -266,12 +250,37 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 	}
 	close(sched)
 	wg.Wait()
-	res := summarize(sc, "open", time.Since(start), reqs.Load(), events.Load(), lats, errs)
+	res := t.summarize(sc, "open", time.Since(start), lats)
 	res.TargetRate = rate
 	return res
 }
 
-func summarize(sc scenario, mode string, d time.Duration, reqs, events int64, lat []time.Duration, errs map[string]int) Result {
+// tally counts a loop's answered requests and events, and its errors by kind.
+type tally struct {
+	reqs, events atomic.Int64
+	mu           sync.Mutex
+	errs         map[string]int
+}
+
+func newTally() *tally { return &tally{errs: map[string]int{}} }
+
+// record counts one request of n events: an error by kind, or an answer.
+func (t *tally) record(err error, status, n int) {
+	if k := classify(err, status); k != "" {
+		t.mu.Lock()
+		t.errs[k]++
+		t.mu.Unlock()
+		return
+	}
+	t.reqs.Add(1)
+	t.events.Add(int64(n))
+}
+
+func (t *tally) summarize(sc scenario, mode string, d time.Duration, lat []time.Duration) Result {
+	reqs, events := t.reqs.Load(), t.events.Load()
+	t.mu.Lock()
+	errs := maps.Clone(t.errs)
+	t.mu.Unlock()
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
 		if len(lat) == 0 {

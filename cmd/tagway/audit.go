@@ -46,13 +46,6 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 		}
 		return errUsage
 	}
-	base := *admin
-	if base == "" {
-		base = getenv("TAGWAY_ADMIN_URL")
-	}
-	if base == "" {
-		base = "http://127.0.0.1:8081"
-	}
 	q := url.Values{}
 	for k, v := range map[string]string{"profile": *profile, "site": *site, "since": *since, "until": *until, "format": *format} {
 		if v != "" {
@@ -62,16 +55,9 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	if verb == "query" && *profile == "" {
 		return errors.New("audit query: --profile is required")
 	}
-	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimSuffix(base, "/")+"/admin/audit/"+verb+"?"+q.Encode(), nil)
+	resp, err := adminRequest(ctx, getenv, *admin, "GET", "/admin/audit/"+verb, q)
 	if err != nil {
-		return err
-	}
-	if tok := getenv("TAGWAY_ADMIN_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("audit: %w (is tagway serve running? --admin)", err)
+		return fmt.Errorf("audit: %w", err)
 	}
 	defer resp.Body.Close()
 	if verb == "verify" {

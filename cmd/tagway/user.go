@@ -26,7 +26,7 @@ external_id) overrides the guess. Clients of the admin API: --admin URL (env
 TAGWAY_ADMIN_URL, default http://127.0.0.1:8081); TAGWAY_ADMIN_TOKEN is sent.
 `
 
-var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
+var phoneLike = regexp.MustCompile(`^[0-9 ()-]{7,}$`)
 
 // userKey turns KEY into what the admin API takes: kind and a value, with
 // personal data hashed.
@@ -37,11 +37,11 @@ func userKey(key, kind string) (string, string, error) {
 			kind = "email"
 		case strings.Contains(key, ":"):
 			kind = "profile"
-		case hex32.MatchString(key):
+		case event.IsAnonID(key):
 			kind = "anon"
 		case event.IsSHA256Hex(key):
 			kind = "email"
-		case strings.HasPrefix(key, "+") || regexp.MustCompile(`^[0-9 ()-]{7,}$`).MatchString(key):
+		case strings.HasPrefix(key, "+") || phoneLike.MatchString(key):
 			kind = "phone"
 		default:
 			kind = "external_id"
@@ -105,13 +105,6 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if err != nil {
 		return err
 	}
-	base := *admin
-	if base == "" {
-		base = getenv("TAGWAY_ADMIN_URL")
-	}
-	if base == "" {
-		base = "http://127.0.0.1:8081"
-	}
 	q := url.Values{"kind": {k}}
 	if *site != "" {
 		q.Set("site", *site)
@@ -120,16 +113,9 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if verb == "erase" {
 		method, path = "POST", path+"/erase"
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path+"?"+q.Encode(), nil)
+	resp, err := adminRequest(ctx, getenv, *admin, method, path, q)
 	if err != nil {
-		return err
-	}
-	if tok := getenv("TAGWAY_ADMIN_TOKEN"); tok != "" {
-		req.Header.Set("Authorization", "Bearer "+tok)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("user %s: %w (is tagway serve running? --admin)", verb, err)
+		return fmt.Errorf("user %s: %w", verb, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
