@@ -1,0 +1,1080 @@
+package segments
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	json "github.com/goccy/go-json"
+
+	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/units"
+)
+
+// Stream and subject names (a contract: DESIGN.md).
+const (
+	AudienceStream   = "TW_AUDIENCE"
+	AudienceSubjects = "tw.audience.>"
+	// Durable consumer names on TW_EVENTS, TW_IDENTITY and TW_CONSENT.
+	EventsConsumer   = "tw-segments"
+	IdentityConsumer = "tw-segments-identity"
+	ConsentConsumer  = "tw-segments-consent"
+
+	eventsStream   = "TW_EVENTS"
+	identityStream = "TW_IDENTITY"
+	consentStream  = "TW_CONSENT"
+)
+
+// AudienceSubject is where a segment's membership changes are published.
+func AudienceSubject(segment string) string { return "tw.audience." + segment }
+
+// Delta is the payload of tw.audience.<segment>. Field names are a contract
+// (DESIGN.md, "NATS subjects"); fields may be added, never renamed.
+type Delta struct {
+	// ID is unique per delta and is also its Nats-Msg-Id.
+	ID      string `json:"id"`
+	Segment string `json:"segment"`
+	Site    string `json:"site"`
+	Profile string `json:"profile"`
+	Op      string `json:"op"` // add | remove
+	// At is when the change was decided and published (unix ms).
+	At int64 `json:"at"`
+	// Due, for a change made by time alone, is the exact time it fell due
+	// (unix ms); At is then at most one sweep tick later.
+	Due         int64       `json:"due,omitempty"`
+	Identifiers Identifiers `json:"identifiers"`
+	// Reason: "event <name>", "window", "identity merge", "merged into <id>",
+	// "consent", "erased", "rule change", "segment removed", "rank".
+	Reason string `json:"reason"`
+}
+
+// Identifiers are the profile's hashed identifiers, as audience uploads use.
+type Identifiers struct {
+	EmailSHA256      string `json:"email_sha256,omitempty"`
+	PhoneSHA256      string `json:"phone_sha256,omitempty"`
+	ExternalIDSHA256 string `json:"external_id_sha256,omitempty"`
+}
+
+// Config is the `segments:` section.
+type Config struct {
+	// Sweep is how often time-driven changes are looked for. Default 1m.
+	Sweep units.Duration `yaml:"sweep"`
+	Rules []Rule         `yaml:"rules"`
+	// CacheProfiles is how many profiles' state are kept in memory (LRU).
+	// Default 100000.
+	CacheProfiles int `yaml:"cache_profiles"`
+	// Batch is how many messages are applied per Badger write. Default 512.
+	Batch int `yaml:"batch"`
+	// Linger is how long a batch waits to fill. Default 20ms.
+	Linger units.Duration `yaml:"linger"`
+	// Rank is how often top_percent segments are re-ranked over all
+	// profiles (a profile is also ranked on each of its own changes).
+	// Default 1h.
+	Rank units.Duration `yaml:"rank"`
+	// Audience configures the TW_AUDIENCE stream.
+	Audience StreamConfig `yaml:"audience"`
+}
+
+// StreamConfig tunes TW_AUDIENCE.
+type StreamConfig struct {
+	// MaxAge: default 30d.
+	MaxAge units.Duration `yaml:"max_age"`
+	// Replicas: default 1 (3 on a cluster).
+	Replicas int `yaml:"replicas"`
+	// DuplicateWindow is JetStream's Nats-Msg-Id window, which makes the
+	// outbox's re-publish after a crash exactly-once. Default 1h.
+	DuplicateWindow units.Duration `yaml:"duplicate_window"`
+}
+
+// SetDefaults fills zero fields.
+func (c *Config) SetDefaults() {
+	if c.Sweep == 0 {
+		c.Sweep = units.Duration(time.Minute)
+	}
+	if c.CacheProfiles == 0 {
+		c.CacheProfiles = 100000
+	}
+	if c.Batch == 0 {
+		c.Batch = 512
+	}
+	if c.Linger == 0 {
+		c.Linger = units.Duration(20 * time.Millisecond)
+	}
+	if c.Rank == 0 {
+		c.Rank = units.Duration(time.Hour)
+	}
+	if c.Audience.MaxAge == 0 {
+		c.Audience.MaxAge = units.Duration(30 * 24 * time.Hour)
+	}
+	if c.Audience.Replicas == 0 {
+		c.Audience.Replicas = 1
+	}
+	if c.Audience.DuplicateWindow == 0 {
+		c.Audience.DuplicateWindow = units.Duration(time.Hour)
+	}
+}
+
+// Validate checks the section and compiles the rules.
+func (c *Config) Validate() (*Program, error) {
+	switch {
+	case c.Sweep.D() < time.Second:
+		return nil, errors.New("segments.sweep: must be at least 1s")
+	case c.CacheProfiles < 1:
+		return nil, errors.New("segments.cache_profiles: must be positive")
+	case c.Batch < 1 || c.Batch > 10000:
+		return nil, errors.New("segments.batch: must be between 1 and 10000")
+	case c.Linger < 0:
+		return nil, errors.New("segments.linger: must not be negative")
+	case c.Rank.D() < time.Second:
+		return nil, errors.New("segments.rank: must be at least 1s")
+	case c.Audience.Replicas < 1 || c.Audience.Replicas > 5:
+		return nil, errors.New("segments.audience.replicas: must be between 1 and 5")
+	}
+	return Compile(c.Rules)
+}
+
+// ---- Badger keys ---------------------------------------------------------------
+//
+//	gs site 0 profile            → state (encode), or a redirect "→"+profile after a merge
+//	ga site 0 kind value         → canonical profile (alias index)
+//	gx due(8, big-endian) site 0 profile → ""  (expiry index)
+//	gm segment 0 hash(8) site 0 profile → "" (members, in stable-hash order)
+//	gh segment 0 hash(8) site 0 profile → "" (held out)
+//	gr                          → the rule set last evaluated (JSON)
+
+func stateKey(site, id string) []byte { return []byte("gs" + site + "\x00" + id) }
+func aliasKey(site, kind, v string) []byte {
+	return []byte("ga" + site + "\x00" + kind + v)
+}
+func dueKey(due int64, site, id string) []byte {
+	b := make([]byte, 0, 12+len(site)+len(id))
+	b = append(b, "gx"...)
+	b = binary.BigEndian.AppendUint64(b, uint64(due))
+	return append(append(append(b, site...), 0), id...)
+}
+func memberKey(prefix, seg, site, id string) []byte {
+	b := make([]byte, 0, 12+len(seg)+len(site)+len(id))
+	b = append(append(append(b, prefix...), seg...), 0)
+	b = binary.BigEndian.AppendUint64(b, stableHash(seg, site, id))
+	return append(append(append(b, site...), 0), id...)
+}
+
+var rulesKey = []byte("gr")
+
+// stableHash orders members for target_cap and picks the control group.
+func stableHash(seg, site, id string) uint64 {
+	h := sha256.Sum256([]byte(seg + "\x00" + site + "\x00" + id))
+	return binary.BigEndian.Uint64(h[:8])
+}
+
+// heldOut reports whether the profile is in the segment's control group.
+func heldOut(s *Segment, site, id string) bool {
+	if s.ControlGroup <= 0 {
+		return false
+	}
+	return float64(stableHash(s.Name, site, id)%10000) < s.ControlGroup*100
+}
+
+// Alias kinds in the alias index.
+const (
+	aliasProfile = "p" // a profile id seen on an envelope, link or consent change
+	aliasAnon    = "a"
+	aliasEmail   = "e"
+	aliasPhone   = "t"
+	aliasExtID   = "x"
+)
+
+const maxAliases = 256
+
+// ---- the engine ------------------------------------------------------------------
+
+// Deps are the engine's collaborators.
+type Deps struct {
+	DB       *badger.DB
+	JS       jetstream.JetStream
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+	// Now is the clock (tests inject one). Default time.Now.
+	Now func() time.Time
+}
+
+// Engine keeps segment state and publishes membership changes. All state
+// is owned under mu: a batch of messages, a sweep, an admin call each hold it.
+type Engine struct {
+	cfg  Config
+	prog *Program
+	db   *badger.DB
+	js   jetstream.JetStream
+	log  *slog.Logger
+	now  func() time.Time
+	m    *metrics
+
+	mu       sync.Mutex
+	cache    *simplelru.LRU[string, *state]
+	aliases  *simplelru.LRU[string, string]
+	dirty    map[string]*state
+	dead     map[string]bool // state keys to delete (merged away, erased)
+	idx      []idxOp         // index writes queued with the next flush
+	outbox   map[string]*state
+	seg      map[string]*segStats
+	hist     map[string]*histogram
+	lastRank time.Time
+
+	attrsChanged bool   // set by applyEvent: identifiers, country or consent changed
+	nextID       uint64 // makes delta ids unique within the process
+
+	applied atomic.Uint64 // last TW_EVENTS sequence applied
+	cancel  context.CancelFunc
+	done    chan struct{}
+	conss   []jetstream.ConsumeContext
+}
+
+type idxOp struct {
+	key []byte
+	del bool
+	val []byte
+}
+
+type segStats struct {
+	Members, Held int64
+	LastChange    int64
+}
+
+// New opens the engine: it checks the stored rule set against prog and, when
+// they differ, recomputes every profile's memberships (publishing the
+// differences) before Start consumes anything.
+func New(cfg Config, prog *Program, d Deps) (*Engine, error) {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	cache, _ := simplelru.NewLRU[string, *state](cfg.CacheProfiles, nil)
+	aliases, _ := simplelru.NewLRU[string, string](cfg.CacheProfiles*2, nil)
+	e := &Engine{cfg: cfg, prog: prog, db: d.DB, js: d.JS, log: d.Logger.With("component", "segments"), now: d.Now,
+		cache: cache, aliases: aliases, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
+		seg: map[string]*segStats{}, hist: map[string]*histogram{}}
+	e.m = newMetrics(d.Registry, e)
+	for _, s := range prog.Segments {
+		e.seg[s.Name] = &segStats{}
+		if len(s.tops) > 0 {
+			e.hist[s.Name] = &histogram{}
+		}
+	}
+	return e, nil
+}
+
+// Start creates TW_AUDIENCE and the durable consumers, publishes what a
+// crash left in the outbox, applies a rule change, and starts consuming.
+func (e *Engine) Start(ctx context.Context) error {
+	if _, err := e.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: AudienceStream, Description: "Tagway segment membership changes (tw.audience.<segment>)",
+		Subjects: []string{AudienceSubjects}, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy,
+		Discard: jetstream.DiscardOld, MaxAge: e.cfg.Audience.MaxAge.D(), Replicas: e.cfg.Audience.Replicas,
+		Duplicates: e.cfg.Audience.DuplicateWindow.D(), MaxBytes: -1,
+	}); err != nil {
+		return fmt.Errorf("segments: creating stream %s: %w", AudienceStream, err)
+	}
+	if err := e.recover(ctx); err != nil {
+		return err
+	}
+	in := make(chan jetstream.Msg, 4*e.cfg.Batch)
+	for _, c := range []struct{ stream, name string }{{eventsStream, EventsConsumer}, {identityStream, IdentityConsumer}, {consentStream, ConsentConsumer}} {
+		cons, err := e.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
+			Durable: c.name, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckWait: 2 * time.Minute, MaxAckPending: 8 * e.cfg.Batch,
+			Description: "Tagway segments",
+		})
+		if err != nil {
+			return fmt.Errorf("segments: consumer %s on %s: %w", c.name, c.stream, err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) { in <- m }, jetstream.PullMaxMessages(e.cfg.Batch))
+		if err != nil {
+			return fmt.Errorf("segments: consuming %s: %w", c.stream, err)
+		}
+		e.conss = append(e.conss, cc)
+	}
+	ctx, e.cancel = context.WithCancel(context.Background())
+	e.done = make(chan struct{})
+	go e.loop(ctx, in)
+	return nil
+}
+
+// Stop stops consuming, finishes the batch in hand and flushes.
+func (e *Engine) Stop() {
+	for _, c := range e.conss {
+		c.Drain()
+	}
+	for _, c := range e.conss {
+		<-c.Closed()
+	}
+	if e.cancel != nil {
+		e.cancel()
+		<-e.done
+	}
+}
+
+// Applied is the last TW_EVENTS sequence applied (tests wait on it).
+func (e *Engine) Applied() uint64 { return e.applied.Load() }
+
+func (e *Engine) loop(ctx context.Context, in chan jetstream.Msg) {
+	defer close(e.done)
+	sweep := time.NewTicker(e.cfg.Sweep.D())
+	defer sweep.Stop()
+	batch := make([]jetstream.Msg, 0, e.cfg.Batch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			// Drain what the consumers already handed over.
+			for {
+				select {
+				case m := <-in:
+					batch = append(batch, m)
+					if len(batch) == cap(batch) {
+						e.run(batch)
+						batch = batch[:0]
+					}
+					continue
+				default:
+				}
+				break
+			}
+			e.run(batch)
+			return
+		case <-sweep.C:
+			if _, err := e.Sweep(); err != nil {
+				e.log.Error("sweep", "err", err)
+			}
+			continue
+		case m := <-in:
+			batch = append(batch, m)
+		}
+		linger := time.NewTimer(e.cfg.Linger.D())
+	fill:
+		for len(batch) < cap(batch) {
+			select {
+			case m := <-in:
+				batch = append(batch, m)
+			case <-linger.C:
+				break fill
+			}
+		}
+		linger.Stop()
+		e.run(batch)
+	}
+}
+
+// run applies a batch and acknowledges it; on a store failure nothing is
+// acknowledged, and JetStream redelivers after AckWait.
+func (e *Engine) run(batch []jetstream.Msg) {
+	if len(batch) == 0 {
+		return
+	}
+	t0 := time.Now()
+	e.mu.Lock()
+	err := e.apply(batch)
+	e.mu.Unlock()
+	if err != nil {
+		e.m.errors.Inc()
+		e.log.Error("applying a batch; it will be redelivered", "messages", len(batch), "err", err)
+		for _, m := range batch {
+			_ = m.Nak()
+		}
+		return
+	}
+	// AckAll: the last message of each consumer acknowledges the ones before.
+	last := map[string]jetstream.Msg{}
+	for _, m := range batch {
+		if md, err := m.Metadata(); err == nil {
+			last[md.Consumer] = m
+		}
+	}
+	for _, m := range last {
+		_ = m.Ack()
+	}
+	e.m.batchSeconds.Observe(time.Since(t0).Seconds())
+}
+
+// touch records why a profile must be evaluated.
+type touch struct {
+	s      *state
+	reason string
+	full   bool
+	events map[string]bool
+}
+
+func (e *Engine) apply(batch []jetstream.Msg) error {
+	now := e.now()
+	touched := map[string]*touch{}
+	// mark queues a profile for evaluation; reason "" means "event <names>".
+	mark := func(s *state, reason string, full bool, ev string) {
+		k := string(stateKey(s.site, s.id))
+		t := touched[k]
+		if t == nil {
+			t = &touch{s: s, events: map[string]bool{}}
+			touched[k] = t
+		}
+		t.full = t.full || full
+		if ev != "" {
+			t.events[ev] = true
+		}
+		if reason != "" && (t.reason == "" || strings.HasPrefix(reason, "merged")) {
+			t.reason = reason
+		}
+	}
+	var maxSeq uint64
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil {
+			continue
+		}
+		switch md.Stream {
+		case eventsStream:
+			var env event.Envelope
+			if err := json.Unmarshal(m.Data(), &env); err != nil {
+				e.m.skipped.WithLabelValues("bad_envelope").Inc()
+				e.log.Warn("skipping an envelope that does not decode", "seq", md.Sequence.Stream, "err", err)
+				continue
+			}
+			maxSeq = max(maxSeq, md.Sequence.Stream)
+			s, merged, err := e.applyEvent(&env, md.Sequence.Stream, now)
+			if err != nil {
+				return err
+			}
+			for _, x := range merged {
+				mark(x, "merged into "+s.id, true, "")
+			}
+			if s != nil {
+				mark(s, "", e.attrsChanged || len(merged) > 0, env.Event)
+			}
+		case identityStream:
+			var l event.IdentityLink
+			if err := json.Unmarshal(m.Data(), &l); err != nil || l.Site == "" || l.Profile == "" {
+				e.m.skipped.WithLabelValues("bad_link").Inc()
+				continue
+			}
+			s, merged, err := e.applyLink(&l, now)
+			if err != nil {
+				return err
+			}
+			for _, x := range merged {
+				mark(x, "merged into "+s.id, true, "")
+			}
+			if s != nil {
+				mark(s, "identity merge", true, "")
+			}
+		case consentStream:
+			var c consentChange
+			if err := json.Unmarshal(m.Data(), &c); err != nil || c.Site == "" || c.Profile == "" {
+				e.m.skipped.WithLabelValues("bad_consent").Inc()
+				continue
+			}
+			s, err := e.resolveOnly(c.Site, c.Profile)
+			if err != nil {
+				return err
+			}
+			if s == nil || c.At < s.usesAt {
+				continue
+			}
+			s.uses, s.usesAt = e.keepUses(c.Allowed), c.At
+			e.dirty[string(stateKey(s.site, s.id))] = s
+			mark(s, "consent", true, "")
+		}
+	}
+	for _, t := range touched {
+		if e.dead[string(stateKey(t.s.site, t.s.id))] {
+			continue
+		}
+		reason := t.reason
+		if reason == "" {
+			reason = "event " + strings.Join(keys(t.events), ",")
+		}
+		e.evaluate(t.s, now, reason, 0, t.full, t.events)
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	if maxSeq > e.applied.Load() {
+		e.applied.Store(maxSeq)
+	}
+	e.publishOutbox()
+	return nil
+}
+
+type consentChange struct {
+	Site    string   `json:"site"`
+	Profile string   `json:"profile"`
+	Allowed []string `json:"allowed"`
+	At      int64    `json:"at"`
+}
+
+// keepUses keeps the uses any segment needs.
+func (e *Engine) keepUses(allowed []string) []string {
+	out := []string{}
+	for _, u := range allowed {
+		if slices.Contains(e.prog.uses, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func aliasesOf(env *event.Envelope) [][2]string {
+	var out [][2]string
+	if env.Profile != "" {
+		out = append(out, [2]string{aliasProfile, env.Profile})
+	}
+	u := &env.User
+	for _, a := range [][2]string{{aliasAnon, u.AnonID}, {aliasEmail, u.EmailSHA256}, {aliasPhone, u.PhoneSHA256}, {aliasExtID, u.ExternalIDSHA256}} {
+		if a[1] != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func linkAliases(l *event.IdentityLink) [][2]string {
+	out := [][2]string{{aliasProfile, l.Profile}}
+	for _, k := range [][2]string{{event.AliasAnonID, aliasAnon}, {event.AliasEmail, aliasEmail}, {event.AliasPhone, aliasPhone}, {event.AliasExternalID, aliasExtID}} {
+		if v := l.Aliases[k[0]]; v != "" {
+			out = append(out, [2]string{k[1], v})
+		}
+	}
+	return out
+}
+
+// applyEvent records an event on its profile (after resolving and merging
+// aliases). It returns the profile and any profiles merged into it, or a nil
+// profile when the event is not for segments.
+func (e *Engine) applyEvent(env *event.Envelope, seq uint64, now time.Time) (*state, []*state, error) {
+	e.attrsChanged = false
+	if !env.Consent.Decided || env.Site == "" || env.Profile == "" {
+		e.m.skipped.WithLabelValues("undecided").Inc()
+		return nil, nil, nil
+	}
+	allowed := e.keepUses(env.Consent.Allowed)
+	s, err := e.resolveOnly(env.Site, env.Profile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s != nil && seq <= s.seq {
+		e.m.skipped.WithLabelValues("redelivered").Inc()
+		return nil, nil, nil
+	}
+	if s == nil && len(allowed) == 0 {
+		// No consent for any segment use and nothing known: keep nothing.
+		e.m.skipped.WithLabelValues("not_consented").Inc()
+		return nil, nil, nil
+	}
+	s, merged, err := e.resolve(env.Site, env.Profile, aliasesOf(env), env.ReceivedAt)
+	if err != nil {
+		return nil, nil, err
+	}
+	if seq <= s.seq {
+		e.m.skipped.WithLabelValues("redelivered").Inc()
+		return s, merged, nil
+	}
+	s.seq = seq
+	if env.ReceivedAt >= s.usesAt {
+		if !slices.Equal(s.uses, allowed) {
+			e.attrsChanged = true
+		}
+		s.uses, s.usesAt = allowed, env.ReceivedAt
+	}
+	if len(allowed) > 0 { // identifiers and events are kept only with consent
+		u := &env.User
+		for _, f := range []struct {
+			dst *string
+			v   string
+		}{{&s.email, u.EmailSHA256}, {&s.phone, u.PhoneSHA256}, {&s.extID, u.ExternalIDSHA256}} {
+			if f.v != "" && *f.dst != f.v {
+				*f.dst = f.v
+				e.attrsChanged = true
+			}
+		}
+		if c, _, _ := strings.Cut(env.Consent.Jurisdiction, "-"); c != "" && c != s.country {
+			s.country = c
+			e.attrsChanged = true
+		}
+		at := min(env.EventTime, env.ReceivedAt)
+		if at <= 0 {
+			at = env.ReceivedAt
+		}
+		var f *fields
+		for _, st := range e.prog.byEvent[env.Event] {
+			if !slices.ContainsFunc(st.uses, func(u string) bool { return slices.Contains(allowed, u) }) {
+				continue
+			}
+			if at+st.window.Milliseconds() <= now.UnixMilli() {
+				continue // already outside every window that reads it
+			}
+			if f == nil {
+				f = &fields{env: env}
+			}
+			if ok, v := st.matches(f); ok {
+				s.add(st.id, at, v)
+				e.m.recorded.Inc()
+			}
+		}
+	}
+	e.dirty[string(stateKey(s.site, s.id))] = s
+	return s, merged, nil
+}
+
+func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*state, error) {
+	s, err := e.resolveOnly(l.Site, l.Profile)
+	if err != nil || s == nil {
+		return nil, nil, err // a profile segments never kept: nothing to stitch
+	}
+	s, merged, err := e.resolve(l.Site, l.Profile, linkAliases(l), l.At)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{{&s.email, l.Aliases[event.AliasEmail]}, {&s.phone, l.Aliases[event.AliasPhone]}, {&s.extID, l.Aliases[event.AliasExternalID]}} {
+		if f.v != "" && *f.dst == "" {
+			*f.dst = f.v
+		}
+	}
+	e.dirty[string(stateKey(s.site, s.id))] = s
+	return s, merged, nil
+}
+
+// lookupAlias returns the canonical profile an alias points to, or "".
+func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
+	k := string(aliasKey(site, kind, v))
+	if p, ok := e.aliases.Get(k); ok {
+		return p, nil
+	}
+	var p string
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := item.ValueCopy(nil)
+		p = string(b)
+		return err
+	})
+	if err == nil && p != "" {
+		e.aliases.Add(k, p)
+	}
+	return p, err
+}
+
+func (e *Engine) setAlias(s *state, kind, v string) {
+	k := aliasKey(s.site, kind, v)
+	e.aliases.Add(string(k), s.id)
+	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
+	a := kind + v
+	if !slices.Contains(s.aliases, a) && len(s.aliases) < maxAliases {
+		s.aliases = append(s.aliases, a)
+	}
+}
+
+// resolveOnly finds the state of a profile id (following merges) or nil.
+func (e *Engine) resolveOnly(site, profile string) (*state, error) {
+	id, err := e.lookupAlias(site, aliasProfile, profile)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	return e.load(site, id)
+}
+
+// resolve finds or creates the profile for a set of aliases, merging the
+// profiles they point to into the oldest.
+func (e *Engine) resolve(site, profile string, aliases [][2]string, at int64) (*state, []*state, error) {
+	var found []*state
+	for _, a := range aliases {
+		id, err := e.lookupAlias(site, a[0], a[1])
+		if err != nil {
+			return nil, nil, err
+		}
+		if id == "" || slices.ContainsFunc(found, func(s *state) bool { return s.id == id }) {
+			continue
+		}
+		s, err := e.load(site, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if s != nil && !slices.Contains(found, s) {
+			found = append(found, s)
+		}
+	}
+	var dst *state
+	if len(found) == 0 {
+		dst = &state{site: site, id: profile, firstSeen: at}
+		e.cache.Add(string(stateKey(site, profile)), dst)
+		e.m.profiles.Inc()
+	} else {
+		slices.SortFunc(found, func(a, b *state) int {
+			if a.firstSeen != b.firstSeen {
+				return int(a.firstSeen - b.firstSeen)
+			}
+			return strings.Compare(a.id, b.id)
+		})
+		dst = found[0]
+	}
+	var merged []*state
+	for _, src := range found[min(1, len(found)):] {
+		e.merge(dst, src)
+		merged = append(merged, src)
+	}
+	for _, a := range aliases {
+		if !slices.Contains(dst.aliases, a[0]+a[1]) {
+			e.setAlias(dst, a[0], a[1])
+		}
+	}
+	return dst, merged, nil
+}
+
+// merge moves src into dst: its events, identifiers, aliases and outbox.
+// src's memberships are removed by evaluating it empty (the caller marks it).
+func (e *Engine) merge(dst, src *state) {
+	e.m.merges.Inc()
+	for id, es := range src.streams {
+		for _, x := range es {
+			dst.addEntry(id, x)
+		}
+	}
+	if dst.email == "" {
+		dst.email = src.email
+	}
+	if dst.phone == "" {
+		dst.phone = src.phone
+	}
+	if dst.extID == "" {
+		dst.extID = src.extID
+	}
+	if dst.country == "" {
+		dst.country = src.country
+	}
+	if src.usesAt > dst.usesAt {
+		dst.uses, dst.usesAt = src.uses, src.usesAt
+	}
+	dst.seq = max(dst.seq, src.seq)
+	dst.firstSeen = min(dst.firstSeen, src.firstSeen)
+	for _, a := range src.aliases {
+		e.setAlias(dst, a[:1], a[1:])
+	}
+	e.setAlias(dst, aliasProfile, src.id)
+	dst.pending = append(dst.pending, src.pending...)
+	src.pending = nil
+	src.streams = nil
+	src.email, src.phone, src.extID = "", "", ""
+	src.aliases = nil
+	src.merged = dst.id
+	k := string(stateKey(dst.site, dst.id))
+	e.dirty[k] = dst
+	e.dirty[string(stateKey(src.site, src.id))] = src
+}
+
+func (s *state) addEntry(id uint32, x entry) {
+	if s.streams == nil {
+		s.streams = map[uint32][]entry{}
+	}
+	es := s.streams[id]
+	i, found := slices.BinarySearchFunc(es, x.sec, func(a entry, t uint32) int { return int(int64(a.sec) - int64(t)) })
+	if found {
+		es[i].count += x.count
+		es[i].sum += x.sum
+	} else {
+		es = slices.Insert(es, i, x)
+	}
+	for len(es) > maxEntries {
+		es[1].count += es[0].count
+		es[1].sum += es[0].sum
+		es = es[1:]
+	}
+	s.streams[id] = es
+}
+
+// load returns a profile's state from the cache or Badger, or nil.
+func (e *Engine) load(site, id string) (*state, error) {
+	k := string(stateKey(site, id))
+	if s, ok := e.cache.Get(k); ok {
+		return s, nil
+	}
+	var s *state
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var err error
+			s, err = decodeState(site, id, v)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("segments: loading %s: %w", id, err)
+	}
+	if s != nil {
+		e.cache.Add(k, s)
+	}
+	return s, nil
+}
+
+// evaluate recomputes memberships at now and queues the deltas in the
+// profile's outbox. full re-evaluates every segment; otherwise only those
+// whose rules mention one of events. due, when set, is the expiry-index time
+// that triggered a sweep (recorded on the deltas).
+func (e *Engine) evaluate(s *state, now time.Time, reason string, due int64, full bool, events map[string]bool) {
+	nowMs := now.UnixMilli()
+	s.trim(e.prog, now)
+	ec := &evalCtx{now: nowMs, threshold: e.threshold}
+	var next int64
+	if !full && s.due > nowMs {
+		next = s.due
+	}
+	in := map[string]bool{}
+	held := map[string]bool{}
+	for _, m := range s.members {
+		in[m] = true
+	}
+	for _, m := range s.held {
+		held[m] = true
+	}
+	for _, sg := range e.prog.Segments {
+		if !full && !slices.ContainsFunc(sg.streams, func(st *stream) bool { return events[st.event] }) {
+			continue
+		}
+		ec.seg = sg.Name
+		if len(sg.tops) > 0 {
+			e.rank(sg, s, nowMs)
+		}
+		ok := false
+		if s.merged == "" && s.allows(sg.Use) {
+			r := sg.root.eval(s, ec)
+			ok = r.ok
+			next = minNext(next, r.next)
+		}
+		wantIn, wantHeld := ok && !heldOut(sg, s.site, s.id), ok && heldOut(sg, s.site, s.id)
+		if wantHeld != held[sg.Name] {
+			e.setMember("gh", sg.Name, s, wantHeld)
+			held[sg.Name] = wantHeld
+		}
+		if wantIn != in[sg.Name] {
+			op := "add"
+			if !wantIn {
+				op = "remove"
+			}
+			e.queue(s, sg.Name, op, nowMs, due, reason)
+			in[sg.Name] = wantIn
+		}
+	}
+	// Memberships of segments that no longer exist.
+	for m := range in {
+		if in[m] && e.prog.byName[m] == nil {
+			e.queue(s, m, "remove", nowMs, 0, "segment removed")
+			in[m] = false
+		}
+	}
+	for m := range held {
+		if held[m] && e.prog.byName[m] == nil {
+			e.setMember("gh", m, s, false)
+			held[m] = false
+		}
+	}
+	s.members, s.held = keys(in), keys(held)
+	if next != s.due {
+		if s.due != 0 {
+			e.idx = append(e.idx, idxOp{key: dueKey(s.due, s.site, s.id), del: true})
+		}
+		if next != 0 {
+			e.idx = append(e.idx, idxOp{key: dueKey(next, s.site, s.id)})
+		}
+		s.due = next
+	}
+	e.dirty[string(stateKey(s.site, s.id))] = s
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k, v := range m {
+		if v {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (e *Engine) setMember(prefix, seg string, s *state, on bool) {
+	e.idx = append(e.idx, idxOp{key: memberKey(prefix, seg, s.site, s.id), del: !on})
+	st := e.seg[seg]
+	if st == nil {
+		return
+	}
+	d := int64(1)
+	if !on {
+		d = -1
+	}
+	if prefix == "gh" {
+		st.Held += d
+	} else {
+		st.Members += d
+	}
+}
+
+func (e *Engine) queue(s *state, seg, op string, at, due int64, reason string) {
+	e.setMember("gm", seg, s, op == "add")
+	if st := e.seg[seg]; st != nil {
+		st.LastChange = at
+	}
+	e.nextID++
+	idb := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%d", seg, s.site, s.id, op, at, e.nextID, time.Now().UnixNano())))
+	s.pending = append(s.pending, Delta{ID: hex.EncodeToString(idb[:16]), Segment: seg, Site: s.site, Profile: s.id, Op: op, At: at, Due: due,
+		Reason: reason, Identifiers: Identifiers{EmailSHA256: s.email, PhoneSHA256: s.phone, ExternalIDSHA256: s.extID}})
+	e.outbox[string(stateKey(s.site, s.id))] = s
+	e.m.deltas.WithLabelValues(op).Inc()
+}
+
+// flush writes the dirty states and index changes in one WriteBatch.
+func (e *Engine) flush() error {
+	if len(e.dirty) == 0 && len(e.idx) == 0 && len(e.dead) == 0 {
+		return nil
+	}
+	wb := e.db.NewWriteBatch()
+	defer wb.Cancel()
+	var buf []byte
+	for _, op := range e.idx {
+		var err error
+		if op.del {
+			err = wb.Delete(op.key)
+		} else {
+			err = wb.Set(op.key, op.val)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for k, s := range e.dirty {
+		var err error
+		gone := e.dead[k] || (s.merged == "" && s.empty() && s.due == 0) || (s.merged != "" && len(s.pending) == 0)
+		switch {
+		case len(s.pending) > 0 && !s.outboxed:
+			err = wb.Set(outboxKey(s.site, s.id), nil)
+			s.outboxed = true
+		case (len(s.pending) == 0 || gone) && s.outboxed:
+			err = wb.Delete(outboxKey(s.site, s.id))
+			s.outboxed = false
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case e.dead[k] || (s.merged == "" && s.empty() && s.due == 0):
+			err = wb.Delete([]byte(k))
+		case s.merged != "":
+			if len(s.pending) > 0 { // keep the outbox until it is published
+				buf = s.encode(buf[:0], e.prog)
+				err = wb.Set([]byte(k), slices.Clone(buf))
+			} else {
+				err = wb.Delete([]byte(k))
+				e.cache.Remove(k)
+			}
+		default:
+			buf = s.encode(buf[:0], e.prog)
+			err = wb.Set([]byte(k), slices.Clone(buf))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for k := range e.dead {
+		if e.dirty[k] == nil {
+			if err := wb.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("segments: writing state: %w", err)
+	}
+	clear(e.dirty)
+	clear(e.dead)
+	e.idx = e.idx[:0]
+	return nil
+}
+
+// publishOutbox publishes every queued delta and, once JetStream has them,
+// clears the outboxes. A delta that fails stays queued for the next batch;
+// its Nats-Msg-Id makes a repeat within the duplicate window a no-op.
+func (e *Engine) publishOutbox() {
+	if len(e.outbox) == 0 {
+		return
+	}
+	type pub struct {
+		s *state
+		f []jetstream.PubAckFuture
+	}
+	var pubs []pub
+	for _, s := range e.outbox {
+		p := pub{s: s}
+		for i := range s.pending {
+			d := &s.pending[i]
+			data, _ := json.Marshal(d)
+			f, err := e.js.PublishAsync(AudienceSubject(d.Segment), data, jetstream.WithMsgID(d.ID))
+			if err != nil {
+				p.f = append(p.f, nil)
+				continue
+			}
+			p.f = append(p.f, f)
+		}
+		pubs = append(pubs, p)
+	}
+	timeout := time.After(10 * time.Second)
+	for _, p := range pubs {
+		ok := true
+		for _, f := range p.f {
+			if f == nil {
+				ok = false
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case <-f.Err():
+				ok = false
+			case <-timeout:
+				ok = false
+			}
+		}
+		k := string(stateKey(p.s.site, p.s.id))
+		if ok {
+			p.s.pending = nil
+			delete(e.outbox, k)
+			e.dirty[k] = p.s
+		} else {
+			e.m.publishErrors.Inc()
+		}
+	}
+	if err := e.flush(); err != nil {
+		e.log.Error("clearing the published outbox (deltas are re-sent with the same ids)", "err", err)
+	}
+}

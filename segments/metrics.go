@@ -1,0 +1,66 @@
+package segments
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	recorded      prometheus.Counter
+	skipped       *prometheus.CounterVec
+	deltas        *prometheus.CounterVec
+	merges        prometheus.Counter
+	profiles      prometheus.Counter
+	swept         prometheus.Counter
+	errors        prometheus.Counter
+	publishErrors prometheus.Counter
+	batchSeconds  prometheus.Histogram
+}
+
+// segCollector reports each segment's members and held-out counts; it reads
+// the engine's counters under its lock at scrape time.
+type segCollector struct {
+	e             *Engine
+	members, held *prometheus.Desc
+}
+
+func (c *segCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.members; ch <- c.held }
+
+func (c *segCollector) Collect(ch chan<- prometheus.Metric) {
+	c.e.mu.Lock()
+	defer c.e.mu.Unlock()
+	for name, st := range c.e.seg {
+		ch <- prometheus.MustNewConstMetric(c.members, prometheus.GaugeValue, float64(st.Members), name)
+		ch <- prometheus.MustNewConstMetric(c.held, prometheus.GaugeValue, float64(st.Held), name)
+	}
+}
+
+func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
+	m := &metrics{
+		recorded: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_events_recorded_total",
+			Help: "Events recorded into a profile's segment state (one per matching stream)."}),
+		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_skipped_total",
+			Help: "Messages the segments consumer did not apply, by reason."}, []string{"reason"}),
+		deltas: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_deltas_total",
+			Help: "Membership changes decided (published on tw.audience.<segment>), by op."}, []string{"op"}),
+		merges: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_merges_total",
+			Help: "Profiles merged into another by identity stitching."}),
+		profiles: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_profiles_created_total",
+			Help: "Profiles created in segment state."}),
+		swept: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_swept_total",
+			Help: "Profiles re-evaluated because a window moved (the expiry index)."}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_batch_errors_total",
+			Help: "Batches that failed to apply and were left for redelivery."}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_publish_errors_total",
+			Help: "Profiles whose deltas failed to publish and stay in the outbox for the next try."}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tagway_segments_batch_seconds",
+			Help: "Time to apply, store and publish one batch.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.batchSeconds,
+			&segCollector{e: e,
+				members: prometheus.NewDesc("tagway_segment_members", "Profiles in the segment (published, not held out).", []string{"segment"}, nil),
+				held:    prometheus.NewDesc("tagway_segment_held_out", "Profiles matching the segment but held out as its control group.", []string{"segment"}, nil),
+			})
+	}
+	return m
+}
