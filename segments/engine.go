@@ -39,6 +39,8 @@ const (
 	consentStream  = "TW_CONSENT"
 )
 
+var errCrashed = errors.New("segments: simulated crash")
+
 // AudienceSubject is where a segment's membership changes are published.
 func AudienceSubject(segment string) string { return "tw.audience." + segment }
 
@@ -85,6 +87,9 @@ type Config struct {
 	// profiles (a profile is also ranked on each of its own changes).
 	// Default 1h.
 	Rank units.Duration `yaml:"rank"`
+	// AckWait is how long JetStream waits for the engine to acknowledge a
+	// message before redelivering it (after a crash). Default 1m.
+	AckWait units.Duration `yaml:"ack_wait"`
 	// Audience configures the TW_AUDIENCE stream.
 	Audience StreamConfig `yaml:"audience"`
 }
@@ -117,6 +122,9 @@ func (c *Config) SetDefaults() {
 	if c.Rank == 0 {
 		c.Rank = units.Duration(time.Hour)
 	}
+	if c.AckWait == 0 {
+		c.AckWait = units.Duration(time.Minute)
+	}
 	if c.Audience.MaxAge == 0 {
 		c.Audience.MaxAge = units.Duration(30 * 24 * time.Hour)
 	}
@@ -139,6 +147,8 @@ func (c *Config) Validate() (*Program, error) {
 		return nil, errors.New("segments.batch: must be between 1 and 10000")
 	case c.Linger < 0:
 		return nil, errors.New("segments.linger: must not be negative")
+	case c.AckWait.D() < time.Second:
+		return nil, errors.New("segments.ack_wait: must be at least 1s")
 	case c.Rank.D() < time.Second:
 		return nil, errors.New("segments.rank: must be at least 1s")
 	case c.Audience.Replicas < 1 || c.Audience.Replicas > 5:
@@ -236,6 +246,10 @@ type Engine struct {
 
 	attrsChanged bool   // set by applyEvent: identifiers, country or consent changed
 	nextID       uint64 // makes delta ids unique within the process
+	// crashAfterFlush (tests) simulates a crash between storing a batch and
+	// publishing its deltas: when it returns true nothing more happens.
+	crashAfterFlush func() bool
+	crashed         bool
 
 	applied atomic.Uint64 // last TW_EVENTS sequence applied
 	cancel  context.CancelFunc
@@ -297,7 +311,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	for _, c := range []struct{ stream, name string }{{eventsStream, EventsConsumer}, {identityStream, IdentityConsumer}, {consentStream, ConsentConsumer}} {
 		cons, err := e.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
 			Durable: c.name, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait: 2 * time.Minute, MaxAckPending: 8 * e.cfg.Batch,
+			AckWait: e.cfg.AckWait.D(), MaxAckPending: 8 * e.cfg.Batch,
 			Description: "Tagway segments",
 		})
 		if err != nil {
@@ -388,8 +402,15 @@ func (e *Engine) run(batch []jetstream.Msg) {
 	}
 	t0 := time.Now()
 	e.mu.Lock()
+	if e.crashed {
+		e.mu.Unlock()
+		return
+	}
 	err := e.apply(batch)
 	e.mu.Unlock()
+	if errors.Is(err, errCrashed) {
+		return // a simulated crash: no ack, no nak
+	}
 	if err != nil {
 		e.m.errors.Inc()
 		e.log.Error("applying a batch; it will be redelivered", "messages", len(batch), "err", err)
@@ -509,6 +530,10 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 	}
 	if err := e.flush(); err != nil {
 		return err
+	}
+	if e.crashAfterFlush != nil && e.crashAfterFlush() {
+		e.crashed = true
+		return errCrashed
 	}
 	if maxSeq > e.applied.Load() {
 		e.applied.Store(maxSeq)

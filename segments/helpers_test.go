@@ -289,3 +289,8 @@ func fmtDeltas(ds []Delta) string {
 	b.WriteString("]")
 	return b.String()
 }
+
+func sha(s string) string {
+	h, _ := event.HashEmail(s)
+	return h
+}
