@@ -535,10 +535,10 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 		e.crashed = true
 		return errCrashed
 	}
+	e.publishOutbox()
 	if maxSeq > e.applied.Load() {
 		e.applied.Store(maxSeq)
 	}
-	e.publishOutbox()
 	return nil
 }
 

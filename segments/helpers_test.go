@@ -137,35 +137,38 @@ func (r *rig) send(evs ...ev) {
 	defer cancel()
 	var last uint64
 	for _, x := range evs {
-		nEvents++
-		now := r.clk.Now()
-		at := x.at
-		if at.IsZero() {
-			at = now
-		}
-		allowed := x.allowed
-		if allowed == nil {
-			allowed = []string{"measurement", "segments"}
-		}
-		env := event.Envelope{ID: fmt.Sprintf("%032x", nEvents), EventID: fmt.Sprintf("e%d", nEvents), Site: "shop",
-			Source: event.SourceBrowser, Event: x.name, EventTime: at.UnixMilli(), ReceivedAt: now.UnixMilli(),
-			User: event.User{AnonID: x.anon}, Page: event.Page{URL: x.url},
-			Consent: event.Consent{Decided: true, Allowed: allowed, Jurisdiction: x.country}}
-		if x.email != "" {
-			env.User.EmailSHA256 = x.email
-		}
-		env.Profile = event.ProfileID(&env.User)
-		if x.props != "" {
-			env.Properties = event.RawJSON(x.props)
-		}
-		data, _ := json.Marshal(&env)
-		ack, err := r.js.Publish(ctx, event.Subject("shop", x.name), data)
-		if err != nil {
-			r.t.Fatal(err)
-		}
-		last = ack.Sequence
+		last = r.publishEvent(ctx, x)
 	}
 	r.waitApplied(last)
+}
+
+// publishEvent publishes one envelope and returns its stream sequence.
+func (r *rig) publishEvent(ctx context.Context, x ev) uint64 {
+	r.t.Helper()
+	nEvents++
+	now := r.clk.Now()
+	at := x.at
+	if at.IsZero() {
+		at = now
+	}
+	allowed := x.allowed
+	if allowed == nil {
+		allowed = []string{"measurement", "segments"}
+	}
+	env := event.Envelope{ID: fmt.Sprintf("%032x", nEvents), EventID: fmt.Sprintf("e%d", nEvents), Site: "shop",
+		Source: event.SourceBrowser, Event: x.name, EventTime: at.UnixMilli(), ReceivedAt: now.UnixMilli(),
+		User: event.User{AnonID: x.anon, EmailSHA256: x.email}, Page: event.Page{URL: x.url},
+		Consent: event.Consent{Decided: true, Allowed: allowed, Jurisdiction: x.country}}
+	env.Profile = event.ProfileID(&env.User)
+	if x.props != "" {
+		env.Properties = event.RawJSON(x.props)
+	}
+	data, _ := json.Marshal(&env)
+	ack, err := r.js.Publish(ctx, event.Subject("shop", x.name), data)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return ack.Sequence
 }
 
 func (r *rig) waitApplied(seq uint64) {

@@ -187,6 +187,15 @@ rules:
 	if err != nil || x == nil || x.Profile != "a:anon1" || !slices.Contains(x.Has, "email") {
 		t.Fatalf("explain by the email profile: %+v %v", x, err)
 	}
+	for _, a := range [][2]string{{aliasEmail, email}, {aliasProfile, emailProfile}, {aliasAnon, "anon1"}} {
+		r.e.mu.Lock()
+		r.e.aliases.Purge() // read the stored index, not the cache
+		id, err := r.e.lookupAlias("shop", a[0], a[1])
+		r.e.mu.Unlock()
+		if err != nil || id != "a:anon1" {
+			t.Fatalf("alias %s%s → %q %v", a[0], a[1], id, err)
+		}
+	}
 	// Later events by email alone land on the merged profile.
 	r.send(ev{name: "CompletePayment", email: email})
 	r.expect()
