@@ -106,7 +106,7 @@ func UserHandlers(stores []NamedStore, log *audit.Log, links *dedup.Store, sites
 	return map[string]http.Handler{
 		"GET /admin/users/{key}": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			perSite(w, r, func(site, profile string) (map[string]any, error) {
-				entry := map[string]any{"site": site, "profile": profile, "segments": "not built yet"}
+				entry := map[string]any{"site": site, "profile": profile}
 				for _, ns := range stores {
 					v, err := ns.Store.Show(site, profile)
 					if err != nil {

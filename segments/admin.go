@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	json "github.com/goccy/go-json"
@@ -64,22 +66,38 @@ type Explanation struct {
 	Segments   []Membership `json:"segments"`
 }
 
+// Alias kinds Explain accepts: what `tagway user` and the admin API call them.
+var explainKinds = map[string]string{"profile": aliasProfile, "anon": aliasAnon, "email": aliasEmail, "phone": aliasPhone, "external_id": aliasExtID}
+
 // Explain reports, for each segment, each condition's counts, sums and
-// times and why the profile is in or out. It returns nil when segments hold
-// nothing for the profile in that site.
-func (e *Engine) Explain(site, profile string) (*Explanation, error) {
+// times and why the profile is in or out. kind is profile, anon, email,
+// phone or external_id (the last three as SHA-256 hex). It returns nil when
+// segments hold nothing for the profile in that site.
+func (e *Engine) Explain(site, kind, key string) (*Explanation, error) {
+	ak, ok := explainKinds[kind]
+	if !ok {
+		return nil, fmt.Errorf("kind: %q must be profile, anon, email, phone or external_id", kind)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s, err := e.resolveOnly(site, profile)
-	if err != nil || s == nil {
+	id, err := e.lookupAlias(site, ak, key)
+	if err != nil || id == "" {
 		return nil, err
+	}
+	s, err := e.load(site, id)
+	if err != nil || s == nil || s.merged != "" {
+		return nil, err
+	}
+	profile := key
+	if kind != "profile" {
+		profile = ""
 	}
 	now := e.now()
 	x := &Explanation{Site: site, Profile: s.id, Uses: slices.Clone(s.uses), Country: s.country, NextChange: msTime(s.due)}
 	if x.Uses == nil {
 		x.Uses = []string{}
 	}
-	if s.id != profile {
+	if profile != "" && s.id != profile {
 		x.Asked = profile
 	}
 	for _, h := range []struct{ name, v string }{{"email", s.email}, {"phone", s.phone}, {"external_id", s.extID}} {
@@ -109,7 +127,7 @@ func (e *Engine) Explain(site, profile string) (*Explanation, error) {
 
 // Show is what segments hold about a profile (the access request).
 func (e *Engine) Show(site, profile string) (any, error) {
-	x, err := e.Explain(site, profile)
+	x, err := e.Explain(site, "profile", profile)
 	if err != nil || x == nil {
 		return nil, err
 	}
@@ -121,6 +139,13 @@ func (e *Engine) Show(site, profile string) (any, error) {
 // removed on tw.audience first (reason "erased"). It returns the number of
 // stored keys deleted.
 func (e *Engine) Erase(site, profile string) (int, error) {
+	// Events accepted before the request must not re-create the profile
+	// after it: wait until they are applied, then erase.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.CatchUp(ctx); err != nil {
+		return 0, fmt.Errorf("%w; nothing was erased, try again", err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s, err := e.resolveOnly(site, profile)
@@ -249,7 +274,7 @@ func (e *Engine) Export(ctx context.Context, name, format string, w io.Writer, p
 //
 //	GET /admin/segments                              the list
 //	GET /admin/segments/{name}/export?format=F       streamed export
-//	GET /admin/profiles/{profile}/segments?site=S    explain (every site when S is empty)
+//	GET /admin/segments/explain?key=K&kind=K&site=S  explain (every site when S is empty)
 func (e *Engine) Handlers(sites []string) map[string]http.Handler {
 	writeJSON := func(w http.ResponseWriter, status int, v any) {
 		w.Header().Set("Content-Type", "application/json")
@@ -290,17 +315,29 @@ func (e *Engine) Handlers(sites []string) map[string]http.Handler {
 				w.Header().Set("Tagway-Error", err.Error())
 			}
 		}),
-		"GET /admin/profiles/{profile}/segments": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			profile := r.PathValue("profile")
+		"GET /admin/segments/explain": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			key, kind := q.Get("key"), q.Get("kind")
+			if key == "" {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "key: required"})
+				return
+			}
+			if kind == "" {
+				kind = "profile"
+			}
 			search := sites
-			if s := r.URL.Query().Get("site"); s != "" {
+			if s := q.Get("site"); s != "" {
 				search = []string{s}
 			}
 			out := []*Explanation{}
 			for _, site := range search {
-				x, err := e.Explain(site, profile)
+				x, err := e.Explain(site, kind, key)
 				if err != nil {
-					writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+					status := http.StatusInternalServerError
+					if strings.HasPrefix(err.Error(), "kind:") {
+						status = http.StatusBadRequest
+					}
+					writeJSON(w, status, map[string]string{"error": err.Error()})
 					return
 				}
 				if x != nil {
@@ -308,7 +345,7 @@ func (e *Engine) Handlers(sites []string) map[string]http.Handler {
 				}
 			}
 			if len(out) == 0 {
-				writeJSON(w, http.StatusNotFound, map[string]string{"error": "profile " + strconv.Quote(profile) + ": segments hold nothing for it"})
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": "key: segments hold nothing for this " + kind})
 				return
 			}
 			writeJSON(w, http.StatusOK, out)

@@ -251,10 +251,11 @@ type Engine struct {
 	crashAfterFlush func() bool
 	crashed         bool
 
-	applied atomic.Uint64 // last TW_EVENTS sequence applied
-	cancel  context.CancelFunc
-	done    chan struct{}
-	conss   []jetstream.ConsumeContext
+	applied  atomic.Uint64 // last TW_EVENTS sequence applied
+	cancel   context.CancelFunc
+	done     chan struct{}
+	conss    []jetstream.ConsumeContext
+	stopOnce sync.Once
 }
 
 type idxOp struct {
@@ -329,8 +330,11 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops consuming, finishes the batch in hand and flushes.
-func (e *Engine) Stop() {
+// Stop stops consuming, finishes the batch in hand and flushes. It may be
+// called more than once.
+func (e *Engine) Stop() { e.stopOnce.Do(e.stop) }
+
+func (e *Engine) stop() {
 	for _, c := range e.conss {
 		c.Drain()
 	}
@@ -345,6 +349,31 @@ func (e *Engine) Stop() {
 
 // Applied is the last TW_EVENTS sequence applied (tests wait on it).
 func (e *Engine) Applied() uint64 { return e.applied.Load() }
+
+// CatchUp waits until every event TW_EVENTS held when it was called has
+// been applied, so that an erasure cannot be undone by an event accepted
+// before it but applied after it.
+func (e *Engine) CatchUp(ctx context.Context) error {
+	st, err := e.js.Stream(ctx, eventsStream)
+	if err != nil {
+		return fmt.Errorf("segments: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("segments: %w", err)
+	}
+	last := info.State.LastSeq
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for e.applied.Load() < last {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("segments: %d events behind: %w", last-e.applied.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
 
 func (e *Engine) loop(ctx context.Context, in chan jetstream.Msg) {
 	defer close(e.done)
@@ -467,13 +496,13 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 		}
 		switch md.Stream {
 		case eventsStream:
+			maxSeq = max(maxSeq, md.Sequence.Stream)
 			var env event.Envelope
 			if err := json.Unmarshal(m.Data(), &env); err != nil {
 				e.m.skipped.WithLabelValues("bad_envelope").Inc()
 				e.log.Warn("skipping an envelope that does not decode", "seq", md.Sequence.Stream, "err", err)
 				continue
 			}
-			maxSeq = max(maxSeq, md.Sequence.Stream)
 			s, merged, err := e.applyEvent(&env, md.Sequence.Stream, now)
 			if err != nil {
 				return err

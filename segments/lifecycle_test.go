@@ -77,7 +77,7 @@ rules:
 	r.clk.Add(time.Hour + time.Second)
 	r.sweep()
 	r.expect()
-	x, err := r.e.Explain("shop", "a:g18")
+	x, err := r.e.Explain("shop", "profile", "a:g18")
 	if err != nil || x == nil {
 		t.Fatal(x, err)
 	}
@@ -183,7 +183,7 @@ rules:
 		want{"add", "buyers_30d", "a:anon1", m, time.Time{}, "identity merge"},
 		want{"remove", "buyers_30d", emailProfile, m, time.Time{}, "merged into a:anon1"})
 	// The merged profile answers to both ids, and carries the email.
-	x, err := r.e.Explain("shop", emailProfile)
+	x, err := r.e.Explain("shop", "email", email)
 	if err != nil || x == nil || x.Profile != "a:anon1" || !slices.Contains(x.Has, "email") {
 		t.Fatalf("explain by the email profile: %+v %v", x, err)
 	}
@@ -253,7 +253,7 @@ rules:
 		t.Fatalf("erase: %d %v", n, err)
 	}
 	r.expect(want{"remove", "visitors_30d", "a:er1", now, time.Time{}, "erased"})
-	if x, _ := r.e.Explain("shop", "a:er1"); x != nil {
+	if x, _ := r.e.Explain("shop", "profile", "a:er1"); x != nil {
 		t.Fatalf("explain after erase: %+v", x)
 	}
 	if n, err := r.e.Erase("shop", "a:er1"); n != 0 || err != nil {

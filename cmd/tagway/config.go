@@ -23,6 +23,7 @@ import (
 	"github.com/tagway/tagway/gateway/event"
 	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
+	"github.com/tagway/tagway/segments"
 )
 
 // reference.yaml documents every key with its default; `tagway serve --help`
@@ -46,7 +47,7 @@ type fileConfig struct {
 	// now so deployments written against DESIGN.md keep loading.
 	Consent      consent.Config       `yaml:"consent"`
 	Dedup        dedup.Config         `yaml:"dedup"`
-	Segments     segmentsSection      `yaml:"segments"`
+	Segments     segments.Config      `yaml:"segments"`
 	Destinations []destinationSection `yaml:"destinations"`
 }
 
@@ -55,11 +56,6 @@ type logConfig struct {
 	Level string `yaml:"level"`
 	// Format: json or text. Default json.
 	Format string `yaml:"format"`
-}
-
-type segmentsSection struct {
-	Sweep units.Duration   `yaml:"sweep"`
-	Rules []map[string]any `yaml:"rules"`
 }
 
 type destinationSection map[string]any
@@ -71,7 +67,16 @@ type serveConfig struct {
 	demo       bool   // no config file: demo site and source
 	demoKey    string // the demo source's bearer key (demo only)
 	checkOnly  bool
+	segments   *segments.Program // compiled segments.rules
 }
+
+// demoSegments are the sample segments of demo mode (no --config).
+const demoSegments = `
+- {name: cart_abandoners_7d, include: {event: AddToCart, within: 7d}, exclude: {event: CompletePayment, within: 30d}}
+- {name: visitors_30d, include: {event: PageView, within: 30d}}
+- {name: video_viewers_75_30d, include: {event: VideoProgress, within: 30d, where: "percent >= 75"}}
+- {name: high_value_90d, include: {event: CompletePayment, within: 90d, sum: "value >= 500"}}
+`
 
 // Settings that flags and environment variables override, in that order.
 var overrides = []struct {
@@ -160,6 +165,9 @@ Config file reference (every key, with its default):
 		c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader = "CF-IPCountry", "X-Region"
 		c.Gateway.TrustedProxies = []string{"127.0.0.0/8", "::1"}
 		c.Gateway.DemoPage = true
+		if err := yaml.Unmarshal([]byte(demoSegments), &c.Segments.Rules); err != nil {
+			return nil, fmt.Errorf("demo segments: %w", err)
+		}
 	}
 	c.Admin.SetDefaults()
 	c.Admin.Token = getenv(c.Admin.TokenEnv)
@@ -358,6 +366,21 @@ func (c *serveConfig) finish() error {
 			return fmt.Errorf("consent.policy: destination %q has no forward:%s use", name, name)
 		}
 	}
+	c.Segments.SetDefaults()
+	prog, err := c.Segments.Validate()
+	if err != nil {
+		return err
+	}
+	for i, r := range c.Segments.Rules {
+		use := r.Use
+		if use == "" {
+			use = "segments"
+		}
+		if _, ok := c.Consent.Policy[use]; !ok {
+			return fmt.Errorf("segments.rules[%d].use: %q is not a use in consent.policy", i, use)
+		}
+	}
+	c.segments = prog
 	c.Gateway.GeoCountryHeader, c.Gateway.GeoRegionHeader = c.Consent.Geo.CountryHeader, c.Consent.Geo.RegionHeader
 	if c.Dedup.ClaimWait <= c.NATS.PublishTimeout {
 		// A copy waits for a concurrent copy's publish; it must not give up
@@ -370,17 +393,6 @@ func (c *serveConfig) finish() error {
 // validateLater checks the sections later issues implement, so a mistake in
 // them is caught today rather than on the upgrade.
 func (c *serveConfig) validateLater() error {
-	names := map[string]bool{}
-	for i, r := range c.Segments.Rules {
-		n, _ := r["name"].(string)
-		if n == "" {
-			return fmt.Errorf("segments.rules[%d].name: required", i)
-		}
-		if names[n] {
-			return fmt.Errorf("segments.rules[%d].name: duplicate segment %q", i, n)
-		}
-		names[n] = true
-	}
 	dnames := map[string]bool{}
 	for i, d := range c.Destinations {
 		n, _ := d["name"].(string)
@@ -403,9 +415,6 @@ func (c *serveConfig) validateLater() error {
 // inactive lists configured sections that this version does not act on yet.
 func (c *serveConfig) inactive() []string {
 	var s []string
-	if len(c.Segments.Rules) > 0 {
-		s = append(s, "segments")
-	}
 	if len(c.Destinations) > 0 {
 		s = append(s, "destinations")
 	}

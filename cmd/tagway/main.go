@@ -42,6 +42,7 @@ Usage:
   tagway consent decode    decode a TCF, GPP or US Privacy string to JSON
   tagway audit verify|query|export   the consent audit log (via the admin API)
   tagway user show|erase KEY         access and erasure requests (via the admin API)
+  tagway segments list|explain|export   segments: sizes, why a profile is in or out, audience files
   tagway version           print the version
   tagway help [command]    show help
 
@@ -65,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return auditCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "user":
 		return userCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "segments":
+		return segmentsCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tagway %s\n", version)
 		return nil

@@ -23,11 +23,13 @@ import (
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
 	"github.com/tagway/tagway/gateway/kv"
+	"github.com/tagway/tagway/segments"
 )
 
 // serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains in this
 // order: stop accepting and finish in-flight requests (each waits for its
-// PubAcks) → wait for any outstanding PubAcks → close NATS (and the embedded
+// PubAcks) → stop segments (the batch in hand is stored and acknowledged)
+// → wait for any outstanding PubAcks → close NATS (and the embedded
 // server) → stop the admin listener → stop audit pruning → close Badger.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	cfg, err := loadServeConfig(args, stderr, getenv)
@@ -81,6 +83,19 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		pruneAudit(pruneCtx, auditLog, cfg.Consent.AuditRetention.D(), log)
 	}()
 	defer func() { stopPruning(); <-pruned }()
+	var seg *segments.Engine
+	if len(cfg.Segments.Rules) > 0 {
+		seg, err = segments.New(cfg.Segments, cfg.segments, segments.Deps{DB: store.DB(), JS: b.JetStream(), Registry: reg, Logger: log})
+		if err != nil {
+			return err
+		}
+		// Start publishes what a crash left queued and applies a rule change
+		// (which can take a while on a large store) before consuming.
+		if err := seg.Start(ctx); err != nil {
+			return err
+		}
+		defer seg.Stop() // before NATS and Badger close (defers run last first)
+	}
 	deps := gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg}
 	if cfg.Consent.Geo.MMDB != "" {
 		geoDB, err := consent.OpenGeoDB(cfg.Consent.Geo.MMDB)
@@ -117,6 +132,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		admin.Handle(pattern, h)
 	}
 	stores := []gateway.NamedStore{{Name: "consent", Store: engine}, {Name: "dedup", Store: dd}}
+	if seg != nil {
+		stores = append(stores, gateway.NamedStore{Name: "segments", Store: seg})
+		for pattern, h := range seg.Handlers(siteIDs) {
+			admin.Handle(pattern, h)
+		}
+	}
 	for pattern, h := range gateway.UserHandlers(stores, auditLog, dd, siteIDs) {
 		admin.Handle(pattern, h)
 	}
@@ -147,6 +168,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		log.Error("stopping the public listener", "err", err)
 	}
 	log.Debug("public listener stopped; in-flight requests done")
+	if seg != nil {
+		seg.Stop() // finishes the batch in hand while NATS is still up
+		log.Debug("segments stopped")
+	}
 	if err := b.Shutdown(sctx); err != nil {
 		log.Error("closing nats", "err", err)
 	}

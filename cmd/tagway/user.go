@@ -81,21 +81,9 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	site := fs.String("site", "", "site id (default: every site)")
 	kind := fs.String("kind", "", "profile, anon, email, phone or external_id (default: guessed)")
 	fs.Usage = func() { fmt.Fprint(stderr, userUsage) }
-	// Flags may come after KEY.
-	var rest []string
-	argv := args[1:]
-	for len(argv) > 0 {
-		if err := fs.Parse(argv); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return errHelp
-			}
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		rest = append(rest, fs.Arg(0))
-		argv = fs.Args()[1:]
+	rest, err := parseInterleaved(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	if len(rest) != 1 {
 		fmt.Fprint(stderr, userUsage)
@@ -122,12 +110,37 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("user %s: %s: %s", verb, resp.Status, strings.TrimSpace(string(body)))
 	}
+	return writePretty(stdout, body)
+}
+
+// writePretty indents a JSON body (or writes it as it is).
+func writePretty(w io.Writer, body []byte) error {
 	var pretty any
 	if json.Unmarshal(body, &pretty) == nil {
-		enc := json.NewEncoder(stdout)
+		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(pretty)
 	}
-	_, err = stdout.Write(body)
+	_, err := w.Write(body)
 	return err
+}
+
+// parseInterleaved parses flags that may come before or after the
+// positional arguments, which it returns.
+func parseInterleaved(fs *flag.FlagSet, argv []string) ([]string, error) {
+	var rest []string
+	for len(argv) > 0 {
+		if err := fs.Parse(argv); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		argv = fs.Args()[1:]
+	}
+	return rest, nil
 }
