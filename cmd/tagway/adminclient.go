@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -31,4 +32,16 @@ func adminRequest(ctx context.Context, getenv func(string) string, base, method,
 		return nil, fmt.Errorf("%w (is tagway serve running? --admin)", err)
 	}
 	return resp, nil
+}
+
+// apiError turns a non-200 answer into an error: the API's {"error": "…"}
+// message when it sent one, else the body as it is.
+func apiError(status string, body []byte) error {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%s: %s", status, e.Error)
+	}
+	return fmt.Errorf("%s: %s", status, strings.TrimSpace(string(body)))
 }

@@ -83,7 +83,7 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer, gete
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("audit %s: %s: %s", verb, resp.Status, strings.TrimSpace(string(b)))
+		return fmt.Errorf("audit %s: %w", verb, apiError(resp.Status, b))
 	}
 	// Stream, with progress on stderr for large exports.
 	n, buf := 0, make([]byte, 32<<10)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -99,7 +98,7 @@ func adminGet(ctx context.Context, getenv func(string) string, admin, path strin
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return nil, apiError(resp.Status, body)
 	}
 	return body, nil
 }
@@ -140,7 +139,7 @@ func segmentsExport(ctx context.Context, getenv func(string) string, admin, name
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		return fmt.Errorf("segments export: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("segments export: %w", apiError(resp.Status, body))
 	}
 	w := stdout
 	if out != "" {

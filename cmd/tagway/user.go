@@ -108,7 +108,7 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("user %s: %s: %s", verb, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("user %s: %w", verb, apiError(resp.Status, body))
 	}
 	return writePretty(stdout, body)
 }
