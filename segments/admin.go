@@ -170,18 +170,12 @@ func (e *Engine) Erase(site, profile string) (int, error) {
 		e.idx = append(e.idx, idxOp{key: dueKey(s.due, site, s.id), del: true})
 		n++
 	}
-	// Keep only the outbox (the removes, with their hashed identifiers) until
-	// it is published; then the state is empty and deleted.
-	pending := s.pending
-	*s = state{site: site, id: s.id, pending: pending, outboxed: s.outboxed, merged: "erased"}
+	// Publish the removes (with their hashed identifiers), then delete.
 	k := string(stateKey(site, s.id))
+	*s = state{site: site, id: s.id, pending: s.pending, merged: "erased"}
 	e.dirty[k] = s
-	if err := e.flush(); err != nil {
-		return 0, err
-	}
-	e.publishOutbox()
-	if len(s.pending) > 0 {
-		return n, errors.New("segments: the profile is erased but its removes could not be published yet; they stay queued")
+	if err := e.commit(); err != nil {
+		return 0, fmt.Errorf("segments: erasing: %w", err)
 	}
 	e.cache.Remove(k)
 	return n, nil
@@ -201,6 +195,13 @@ func (e *Engine) Export(ctx context.Context, name, format string, w io.Writer, p
 	if format != "tiktok-csv" && format != "jsonl" {
 		return 0, fmt.Errorf("format: %q must be tiktok-csv or jsonl", format)
 	}
+	// Members are read from Badger: store what is applied first.
+	e.mu.Lock()
+	err := e.commit()
+	e.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
 	bw := bufio.NewWriterSize(w, 64<<10)
 	cw := csv.NewWriter(bw)
 	if format == "tiktok-csv" {
@@ -208,7 +209,7 @@ func (e *Engine) Export(ctx context.Context, name, format string, w io.Writer, p
 	}
 	n := 0
 	prefix := []byte("gm" + name + "\x00")
-	err := e.db.View(func(txn *badger.Txn) error {
+	err = e.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {

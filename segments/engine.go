@@ -87,6 +87,12 @@ type Config struct {
 	// profiles (a profile is also ranked on each of its own changes).
 	// Default 1h.
 	Rank units.Duration `yaml:"rank"`
+	// Commit is how often applied state is stored and its messages
+	// acknowledged; a profile touched several times in between is written
+	// once. Deltas do not wait for it. Default 1s.
+	Commit units.Duration `yaml:"commit"`
+	// MaxUncommitted commits early when this many messages wait. Default 8192.
+	MaxUncommitted int `yaml:"max_uncommitted"`
 	// AckWait is how long JetStream waits for the engine to acknowledge a
 	// message before redelivering it (after a crash). Default 1m.
 	AckWait units.Duration `yaml:"ack_wait"`
@@ -122,6 +128,12 @@ func (c *Config) SetDefaults() {
 	if c.Rank == 0 {
 		c.Rank = units.Duration(time.Hour)
 	}
+	if c.Commit == 0 {
+		c.Commit = units.Duration(time.Second)
+	}
+	if c.MaxUncommitted == 0 {
+		c.MaxUncommitted = 8192
+	}
 	if c.AckWait == 0 {
 		c.AckWait = units.Duration(time.Minute)
 	}
@@ -147,6 +159,10 @@ func (c *Config) Validate() (*Program, error) {
 		return nil, errors.New("segments.batch: must be between 1 and 10000")
 	case c.Linger < 0:
 		return nil, errors.New("segments.linger: must not be negative")
+	case c.Commit.D() < time.Millisecond || c.Commit.D() > time.Minute:
+		return nil, errors.New("segments.commit: must be between 1ms and 1m")
+	case c.MaxUncommitted < 1 || c.MaxUncommitted > 1<<20:
+		return nil, errors.New("segments.max_uncommitted: must be between 1 and 1048576")
 	case c.AckWait.D() < time.Second:
 		return nil, errors.New("segments.ack_wait: must be at least 1s")
 	case c.Rank.D() < time.Second:
@@ -244,12 +260,16 @@ type Engine struct {
 	hist     map[string]*histogram
 	lastRank time.Time
 
-	attrsChanged bool   // set by applyEvent: identifiers, country or consent changed
-	nextID       uint64 // makes delta ids unique within the process
-	// crashAfterFlush (tests) simulates a crash between storing a batch and
-	// publishing its deltas: when it returns true nothing more happens.
-	crashAfterFlush func() bool
-	crashed         bool
+	attrsChanged bool // set by applyEvent: identifiers, country or consent changed
+	// crashBeforeCommit (tests) simulates a crash after a batch's deltas
+	// are published and before its state is stored: when it returns true,
+	// nothing more happens.
+	crashBeforeCommit func() bool
+	crashed           bool
+
+	unacked     map[string]jetstream.Msg // per consumer, the last message applied
+	uncommitted int
+	lastCommit  time.Time
 
 	applied  atomic.Uint64 // last TW_EVENTS sequence applied
 	cancel   context.CancelFunc
@@ -283,7 +303,7 @@ func New(cfg Config, prog *Program, d Deps) (*Engine, error) {
 	aliases, _ := simplelru.NewLRU[string, string](cfg.CacheProfiles*2, nil)
 	e := &Engine{cfg: cfg, prog: prog, db: d.DB, js: d.JS, log: d.Logger.With("component", "segments"), now: d.Now,
 		cache: cache, aliases: aliases, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
-		seg: map[string]*segStats{}, hist: map[string]*histogram{}}
+		seg: map[string]*segStats{}, hist: map[string]*histogram{}, unacked: map[string]jetstream.Msg{}, lastCommit: time.Now()}
 	e.m = newMetrics(d.Registry, e)
 	for _, s := range prog.Segments {
 		e.seg[s.Name] = &segStats{}
@@ -312,7 +332,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	for _, c := range []struct{ stream, name string }{{eventsStream, EventsConsumer}, {identityStream, IdentityConsumer}, {consentStream, ConsentConsumer}} {
 		cons, err := e.js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
 			Durable: c.name, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait: e.cfg.AckWait.D(), MaxAckPending: 8 * e.cfg.Batch,
+			AckWait: e.cfg.AckWait.D(), MaxAckPending: e.cfg.MaxUncommitted + 4*e.cfg.Batch,
 			Description: "Tagway segments",
 		})
 		if err != nil {
@@ -379,12 +399,14 @@ func (e *Engine) loop(ctx context.Context, in chan jetstream.Msg) {
 	defer close(e.done)
 	sweep := time.NewTicker(e.cfg.Sweep.D())
 	defer sweep.Stop()
+	commit := time.NewTicker(e.cfg.Commit.D())
+	defer commit.Stop()
 	batch := make([]jetstream.Msg, 0, e.cfg.Batch)
 	for {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
-			// Drain what the consumers already handed over.
+			// Apply what the consumers already handed over, then commit.
 			for {
 				select {
 				case m := <-in:
@@ -399,11 +421,27 @@ func (e *Engine) loop(ctx context.Context, in chan jetstream.Msg) {
 				break
 			}
 			e.run(batch)
+			e.mu.Lock()
+			if !e.crashed {
+				if err := e.commit(); err != nil {
+					e.log.Error("final commit; unacknowledged events will be redelivered", "err", err)
+				}
+			}
+			e.mu.Unlock()
 			return
 		case <-sweep.C:
 			if _, err := e.Sweep(); err != nil {
 				e.log.Error("sweep", "err", err)
 			}
+			continue
+		case <-commit.C:
+			e.mu.Lock()
+			if !e.crashed && time.Since(e.lastCommit) >= e.cfg.Commit.D() {
+				if err := e.commit(); err != nil {
+					e.fail(err)
+				}
+			}
+			e.mu.Unlock()
 			continue
 		case m := <-in:
 			batch = append(batch, m)
@@ -423,42 +461,84 @@ func (e *Engine) loop(ctx context.Context, in chan jetstream.Msg) {
 	}
 }
 
-// run applies a batch and acknowledges it; on a store failure nothing is
-// acknowledged, and JetStream redelivers after AckWait.
+// run applies a batch and publishes its deltas. The batch is acknowledged
+// later, by the commit that stores its state (at most Commit later, or when
+// MaxUncommitted messages wait).
 func (e *Engine) run(batch []jetstream.Msg) {
 	if len(batch) == 0 {
 		return
 	}
 	t0 := time.Now()
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	if e.crashed {
-		e.mu.Unlock()
 		return
 	}
-	err := e.apply(batch)
-	e.mu.Unlock()
-	if errors.Is(err, errCrashed) {
-		return // a simulated crash: no ack, no nak
-	}
-	if err != nil {
-		e.m.errors.Inc()
-		e.log.Error("applying a batch; it will be redelivered", "messages", len(batch), "err", err)
-		for _, m := range batch {
-			_ = m.Nak()
-		}
-		return
-	}
-	// AckAll: the last message of each consumer acknowledges the ones before.
-	last := map[string]jetstream.Msg{}
 	for _, m := range batch {
 		if md, err := m.Metadata(); err == nil {
-			last[md.Consumer] = m
+			e.unacked[md.Consumer] = m
 		}
 	}
-	for _, m := range last {
-		_ = m.Ack()
+	e.uncommitted += len(batch)
+	if err := e.apply(batch); err != nil {
+		e.fail(err)
+		return
+	}
+	if e.uncommitted >= e.cfg.MaxUncommitted || time.Since(e.lastCommit) >= e.cfg.Commit.D() {
+		if err := e.commit(); err != nil {
+			e.fail(err)
+			return
+		}
 	}
 	e.m.batchSeconds.Observe(time.Since(t0).Seconds())
+}
+
+// fail drops everything not committed: the in-memory state goes back to
+// what Badger holds and the unacknowledged messages are redelivered (after
+// AckWait) and applied again. Deltas already published are published again
+// with the same ids, which TW_AUDIENCE's duplicate window drops.
+func (e *Engine) fail(err error) {
+	if errors.Is(err, errCrashed) {
+		e.crashed = true
+		return
+	}
+	e.m.errors.Inc()
+	e.log.Error("segments: dropping uncommitted work; JetStream redelivers it", "messages", e.uncommitted, "err", err)
+	e.cache.Purge()
+	e.aliases.Purge()
+	clear(e.dirty)
+	clear(e.dead)
+	clear(e.outbox)
+	clear(e.unacked)
+	e.idx = e.idx[:0]
+	e.uncommitted = 0
+}
+
+// commit stores every dirty state and index change in one WriteBatch, then
+// acknowledges the messages applied so far. It refuses while deltas wait
+// to be published: a stored state must never claim a membership whose
+// delta JetStream does not hold.
+func (e *Engine) commit() error {
+	if len(e.outbox) > 0 {
+		e.publishOutbox()
+		if len(e.outbox) > 0 {
+			return fmt.Errorf("segments: %d profiles' deltas not published yet", len(e.outbox))
+		}
+	}
+	if e.crashBeforeCommit != nil && e.crashBeforeCommit() {
+		return errCrashed
+	}
+	if err := e.flush(); err != nil {
+		return err
+	}
+	// AckAll: the last message of each consumer acknowledges those before.
+	for c, m := range e.unacked {
+		_ = m.Ack()
+		delete(e.unacked, c)
+	}
+	e.uncommitted = 0
+	e.lastCommit = time.Now()
+	return nil
 }
 
 // touch records why a profile must be evaluated.
@@ -557,14 +637,10 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 		}
 		e.evaluate(t.s, now, reason, 0, t.full, t.events)
 	}
-	if err := e.flush(); err != nil {
-		return err
-	}
-	if e.crashAfterFlush != nil && e.crashAfterFlush() {
-		e.crashed = true
-		return errCrashed
-	}
 	e.publishOutbox()
+	if len(e.outbox) > 0 {
+		return fmt.Errorf("segments: publishing deltas failed for %d profiles", len(e.outbox))
+	}
 	if maxSeq > e.applied.Load() {
 		e.applied.Store(maxSeq)
 	}
@@ -603,6 +679,18 @@ func aliasesOf(env *event.Envelope) [][2]string {
 	return out
 }
 
+// hasAliases reports whether every identifier of the event is already
+// indexed to s (the common case: no lookups, no merge possible).
+func (s *state) hasAliases(env *event.Envelope) bool {
+	u := &env.User
+	for _, a := range [...][2]string{{aliasProfile, env.Profile}, {aliasAnon, u.AnonID}, {aliasEmail, u.EmailSHA256}, {aliasPhone, u.PhoneSHA256}, {aliasExtID, u.ExternalIDSHA256}} {
+		if a[1] != "" && !slices.ContainsFunc(s.aliases, func(x string) bool { return len(x) == 1+len(a[1]) && x[0] == a[0][0] && x[1:] == a[1] }) {
+			return false
+		}
+	}
+	return true
+}
+
 func linkAliases(l *event.IdentityLink) [][2]string {
 	out := [][2]string{{aliasProfile, l.Profile}}
 	for _, k := range [][2]string{{event.AliasAnonID, aliasAnon}, {event.AliasEmail, aliasEmail}, {event.AliasPhone, aliasPhone}, {event.AliasExternalID, aliasExtID}} {
@@ -636,9 +724,12 @@ func (e *Engine) applyEvent(env *event.Envelope, seq uint64, now time.Time) (*st
 		e.m.skipped.WithLabelValues("not_consented").Inc()
 		return nil, nil, nil
 	}
-	s, merged, err := e.resolve(env.Site, env.Profile, aliasesOf(env), env.ReceivedAt)
-	if err != nil {
-		return nil, nil, err
+	var merged []*state
+	if s == nil || !s.hasAliases(env) { // a new alias may join two profiles
+		s, merged, err = e.resolve(env.Site, env.Profile, aliasesOf(env), env.ReceivedAt)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
 	if seq <= s.seq {
 		e.m.skipped.WithLabelValues("redelivered").Inc()
@@ -835,6 +926,9 @@ func (e *Engine) merge(dst, src *state) {
 	e.setAlias(dst, aliasProfile, src.id)
 	dst.pending = append(dst.pending, src.pending...)
 	src.pending = nil
+	if len(dst.pending) > 0 {
+		e.outbox[string(stateKey(dst.site, dst.id))] = dst
+	}
 	src.streams = nil
 	src.email, src.phone, src.extID = "", "", ""
 	src.aliases = nil
@@ -868,6 +962,10 @@ func (s *state) addEntry(id uint32, x entry) {
 func (e *Engine) load(site, id string) (*state, error) {
 	k := string(stateKey(site, id))
 	if s, ok := e.cache.Get(k); ok {
+		return s, nil
+	}
+	if s := e.dirty[k]; s != nil { // evicted from the cache, not stored yet
+		e.cache.Add(k, s)
 		return s, nil
 	}
 	var s *state
@@ -1001,12 +1099,18 @@ func (e *Engine) queue(s *state, seg, op string, at, due int64, reason string) {
 	if st := e.seg[seg]; st != nil {
 		st.LastChange = at
 	}
-	e.nextID++
-	idb := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%s\x00%s\x00%s\x00%d\x00%d\x00%d", seg, s.site, s.id, op, at, e.nextID, time.Now().UnixNano())))
+	if s.trans == nil {
+		s.trans = map[string]uint32{}
+	}
+	s.trans[seg]++
+	// The n-th change of this profile (epoch firstSeen) in this segment:
+	// the same id however batches fall, before or after a crash.
+	idb := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s\x00%d", s.site, s.id, s.firstSeen, seg, s.trans[seg]))
 	s.pending = append(s.pending, Delta{ID: hex.EncodeToString(idb[:16]), Segment: seg, Site: s.site, Profile: s.id, Op: op, At: at, Due: due,
 		Reason: reason, Identifiers: Identifiers{EmailSHA256: s.email, PhoneSHA256: s.phone, ExternalIDSHA256: s.extID}})
 	e.outbox[string(stateKey(s.site, s.id))] = s
 	e.m.deltas.WithLabelValues(op).Inc()
+	e.m.deltaN.Add(1)
 }
 
 // flush writes the dirty states and index changes in one WriteBatch.
@@ -1030,30 +1134,12 @@ func (e *Engine) flush() error {
 	}
 	for k, s := range e.dirty {
 		var err error
-		gone := e.dead[k] || (s.merged == "" && s.empty() && s.due == 0) || (s.merged != "" && len(s.pending) == 0)
-		switch {
-		case len(s.pending) > 0 && !s.outboxed:
-			err = wb.Set(outboxKey(s.site, s.id), nil)
-			s.outboxed = true
-		case (len(s.pending) == 0 || gone) && s.outboxed:
-			err = wb.Delete(outboxKey(s.site, s.id))
-			s.outboxed = false
-		}
-		if err != nil {
-			return err
-		}
-		switch {
-		case e.dead[k] || (s.merged == "" && s.empty() && s.due == 0):
+		if e.dead[k] || s.merged != "" || (s.empty() && s.due == 0) {
 			err = wb.Delete([]byte(k))
-		case s.merged != "":
-			if len(s.pending) > 0 { // keep the outbox until it is published
-				buf = s.encode(buf[:0], e.prog)
-				err = wb.Set([]byte(k), slices.Clone(buf))
-			} else {
-				err = wb.Delete([]byte(k))
+			if s.merged != "" || e.dead[k] {
 				e.cache.Remove(k)
 			}
-		default:
+		} else {
 			buf = s.encode(buf[:0], e.prog)
 			err = wb.Set([]byte(k), slices.Clone(buf))
 		}
@@ -1078,8 +1164,9 @@ func (e *Engine) flush() error {
 }
 
 // publishOutbox publishes every queued delta and, once JetStream has them,
-// clears the outboxes. A delta that fails stays queued for the next batch;
-// its Nats-Msg-Id makes a repeat within the duplicate window a no-op.
+// clears the outboxes. A delta that fails stays queued (and blocks commits)
+// until a later try; its Nats-Msg-Id makes a repeat within the duplicate
+// window a no-op.
 func (e *Engine) publishOutbox() {
 	if len(e.outbox) == 0 {
 		return
@@ -1119,16 +1206,11 @@ func (e *Engine) publishOutbox() {
 				ok = false
 			}
 		}
-		k := string(stateKey(p.s.site, p.s.id))
 		if ok {
 			p.s.pending = nil
-			delete(e.outbox, k)
-			e.dirty[k] = p.s
+			delete(e.outbox, string(stateKey(p.s.site, p.s.id)))
 		} else {
 			e.m.publishErrors.Inc()
 		}
-	}
-	if err := e.flush(); err != nil {
-		e.log.Error("clearing the published outbox (deltas are re-sent with the same ids)", "err", err)
 	}
 }

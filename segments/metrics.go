@@ -1,10 +1,16 @@
 package segments
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// deltaCount is how many deltas the engine decided (benchmarks report it).
+func (e *Engine) deltaCount() float64 { return float64(e.m.deltaN.Load()) }
+
 type metrics struct {
+	deltaN        atomic.Int64 // deltas decided, for benchmarks
 	recorded      prometheus.Counter
 	skipped       *prometheus.CounterVec
 	deltas        *prometheus.CounterVec

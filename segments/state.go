@@ -40,8 +40,6 @@ type state struct {
 	// merged is set on a profile merged into another (the one named); it is
 	// kept only until its outbox is published.
 	merged string
-	// outboxed (not stored) says the outbox key is set for this profile.
-	outboxed bool
 	// uses is the consent uses allowed at usesAt (ms); usesKnown is false
 	// until an event or a consent change said anything.
 	uses   []string
@@ -54,9 +52,13 @@ type state struct {
 	// due is the next time (unix ms) membership can change by time alone;
 	// 0 for never. It is mirrored in the expiry index.
 	due int64
-	// pending is the outbox: deltas decided and recorded with this state
-	// but not yet acknowledged by JetStream.
+	// pending (not stored) holds deltas decided but not yet acknowledged
+	// by JetStream; a state is stored only once they are.
 	pending []Delta
+	// trans counts each segment's membership changes published: odd means
+	// in. With firstSeen it makes delta ids deterministic, so a delta
+	// recomputed after a crash has the id of the one already published.
+	trans map[string]uint32
 	// metrics: the last metric value per top_percent segment, as counted in
 	// the percentile histograms.
 	metrics map[string]float64
@@ -115,7 +117,7 @@ func (s *state) allows(u string) bool { return slices.Contains(s.uses, u) }
 
 // empty reports whether there is nothing worth storing.
 func (s *state) empty() bool {
-	return len(s.streams) == 0 && len(s.members) == 0 && len(s.held) == 0 && len(s.pending) == 0 &&
+	return len(s.streams) == 0 && len(s.members) == 0 && len(s.held) == 0 && len(s.pending) == 0 && len(s.trans) == 0 &&
 		s.email == "" && s.phone == "" && s.extID == "" && len(s.aliases) == 0
 }
 
@@ -239,23 +241,18 @@ func (s *state) encode(b []byte, p *Program) []byte {
 	e.ss(s.members)
 	e.ss(s.held)
 	e.i(s.due)
-	e.u(uint64(len(s.pending)))
-	for i := range s.pending {
-		d := &s.pending[i]
-		e.s(d.Segment)
-		e.s(d.Site)
-		e.s(d.Profile)
-		e.s(d.Op)
-		e.i(d.At)
-		e.i(d.Due)
-		e.s(d.Reason)
-		e.s(d.ID)
-		e.s(d.Identifiers.EmailSHA256)
-		e.s(d.Identifiers.PhoneSHA256)
-		e.s(d.Identifiers.ExternalIDSHA256)
+	names := make([]string, 0, max(len(s.trans), len(s.metrics)))
+	for n := range s.trans {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	e.u(uint64(len(names)))
+	for _, n := range names {
+		e.s(n)
+		e.u(uint64(s.trans[n]))
 	}
 	e.u(uint64(len(s.metrics)))
-	names := make([]string, 0, len(s.metrics))
+	names = names[:0]
 	for n := range s.metrics {
 		names = append(names, n)
 	}
@@ -315,12 +312,11 @@ func decodeState(site, id string, b []byte) (*state, error) {
 		return nil, errCorrupt
 	}
 	for j := uint64(0); j < n && d.err == nil; j++ {
-		var x Delta
-		x.Segment, x.Site, x.Profile, x.Op = d.s(), d.s(), d.s(), d.s()
-		x.At, x.Due = d.i(), d.i()
-		x.Reason, x.ID = d.s(), d.s()
-		x.Identifiers.EmailSHA256, x.Identifiers.PhoneSHA256, x.Identifiers.ExternalIDSHA256 = d.s(), d.s(), d.s()
-		s.pending = append(s.pending, x)
+		if s.trans == nil {
+			s.trans = make(map[string]uint32, n)
+		}
+		k := d.s()
+		s.trans[k] = uint32(d.u())
 	}
 	n = d.u()
 	if n > uint64(len(d.b)) {

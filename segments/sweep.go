@@ -13,10 +13,6 @@ import (
 	json "github.com/goccy/go-json"
 )
 
-// outboxKey marks a profile whose outbox holds unpublished deltas, so a
-// restart finds them without reading every profile.
-func outboxKey(site, id string) []byte { return []byte("go" + site + "\x00" + id) }
-
 func splitSiteID(b []byte) (site, id string, ok bool) {
 	i := bytes.IndexByte(b, 0)
 	if i < 0 {
@@ -32,6 +28,13 @@ func splitSiteID(b []byte) (site, id string, ok bool) {
 func (e *Engine) Sweep() (int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.crashed {
+		return 0, errCrashed
+	}
+	// The expiry index is read from Badger: store what is applied first.
+	if err := e.commit(); err != nil {
+		return 0, err
+	}
 	now := e.now()
 	total := 0
 	for {
@@ -83,10 +86,9 @@ func (e *Engine) Sweep() (int, error) {
 			}
 			total++
 		}
-		if err := e.flush(); err != nil {
+		if err := e.commit(); err != nil {
 			return total, err
 		}
-		e.publishOutbox()
 	}
 	e.m.swept.Add(float64(total))
 	if len(e.hist) > 0 && now.Sub(e.lastRank) >= e.cfg.Rank.D() {
@@ -132,20 +134,15 @@ func (e *Engine) each(now time.Time, reason string, want func(*state) bool) (int
 		e.evaluate(s, now, reason, 0, true, nil)
 		n++
 		if len(e.dirty) >= e.cfg.Batch {
-			if err := e.flush(); err != nil {
+			if err := e.commit(); err != nil {
 				return n, err
 			}
-			e.publishOutbox()
 		}
 		if seen%100000 == 0 {
 			e.log.Info("re-evaluating profiles", "reason", reason, "done", seen, "of", len(site), "elapsed", time.Since(start).Round(time.Second).String())
 		}
 	}
-	if err := e.flush(); err != nil {
-		return n, err
-	}
-	e.publishOutbox()
-	return n, nil
+	return n, e.commit()
 }
 
 type ruleRecord struct {
@@ -178,40 +175,10 @@ func (e *Engine) recover(ctx context.Context) error {
 			}
 			it.Close()
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte("go")})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			site, id, ok := splitSiteID(it.Item().Key()[2:])
-			if !ok {
-				continue
-			}
-			item, err := txn.Get(stateKey(site, id))
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if err := item.Value(func(v []byte) error {
-				s, err := decodeState(site, id, v)
-				if err == nil && len(s.pending) > 0 {
-					s.outboxed = true
-					e.cache.Add(string(stateKey(site, id)), s)
-					e.outbox[string(stateKey(site, id))] = s
-				}
-				return err
-			}); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("segments: reading state: %w", err)
-	}
-	if n := len(e.outbox); n > 0 {
-		e.log.Info("publishing deltas left unpublished by the last run", "profiles", n)
-		e.publishOutbox()
 	}
 	cur := ruleRecord{Segments: map[string]string{}, Streams: map[string]string{}}
 	for _, s := range e.prog.Segments {
