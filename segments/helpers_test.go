@@ -297,3 +297,11 @@ func sha(s string) string {
 	h, _ := event.HashEmail(s)
 	return h
 }
+
+func genEnvelope(props, url string) *event.Envelope {
+	env := &event.Envelope{Site: "shop", Source: event.SourceBrowser, Event: "X", Page: event.Page{URL: url}}
+	if props != "" {
+		env.Properties = event.RawJSON(props)
+	}
+	return env
+}

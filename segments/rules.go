@@ -375,6 +375,9 @@ func (c *compiler) event(n *Cond, key string) (*cond, error) {
 		if n.TopPercent <= 0 || n.TopPercent >= 100 || math.IsNaN(n.TopPercent) {
 			return nil, fmt.Errorf("%s.top_percent: must be between 0 and 100", key)
 		}
+		if len(c.seg.tops) > 0 {
+			return nil, fmt.Errorf("%s.top_percent: one top_percent per segment", key)
+		}
 		out.kind, out.top, out.metric = kTop, n.TopPercent, aggCount
 		aggText = fmt.Sprintf("top %g%% by count", n.TopPercent)
 		if m := strings.TrimSpace(n.Metric); m != "" && m != "count" {
