@@ -2,6 +2,7 @@ package segments
 
 import (
 	"context"
+	dto "github.com/prometheus/client_model/go"
 	"testing"
 	"time"
 )
@@ -121,4 +122,120 @@ rules:
 	if l := r.e.List(); l[0].Members != 1 || l[1].Members != 1 {
 		t.Fatalf("list after the change: %+v", l)
 	}
+}
+
+// Events delivered to an engine that died before applying them are applied
+// by the next one, even when newer events reach it first. (With AckAll, the
+// newer events' acknowledgement would otherwise acknowledge the older ones
+// too before their redelivery: a SIGKILL test lost the first events so.)
+func TestDeliveredButUnappliedSurviveNewerAcks(t *testing.T) {
+	r := newRig(t, "ack_wait: 1s\n"+cartRules)
+	r.e.mu.Lock()
+	r.e.crashBeforeCommit = func() bool { return true }
+	r.e.mu.Unlock()
+	a := r.clk.Now()
+	r.send(ev{name: "AddToCart", anon: "d1"})
+	r.expect(want{"add", "cart_abandoners_7d", "a:d1", a, time.Time{}, ""})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for { // the commit "crashes"; from now on the engine applies nothing
+		r.e.mu.Lock()
+		crashed := r.e.crashed
+		r.e.mu.Unlock()
+		if crashed {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("no crash")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Delivered to the dead engine, never applied, never published.
+	lost := r.publishEvent(ctx, ev{name: "AddToCart", anon: "d2"})
+	waitDelivered(t, r, lost)
+	r.restart()
+	b := r.clk.Add(time.Minute)
+	r.send(ev{name: "AddToCart", anon: "d3"})
+	r.e.mu.Lock()
+	if err := r.e.commit(); err != nil { // acknowledges d3's message at once
+		t.Fatal(err)
+	}
+	r.e.mu.Unlock()
+	r.clk.Add(time.Second)
+	time.Sleep(1500 * time.Millisecond) // past ack_wait: a redelivery would have come
+	var got []Delta
+	for deadline := time.Now().Add(5 * time.Second); len(got) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got = append(got, r.newDeltas()...)
+	}
+	have := map[string]bool{}
+	for _, d := range got {
+		have[d.Profile] = true
+	}
+	if !have["a:d2"] || !have["a:d3"] || len(got) != 2 {
+		t.Fatalf("after the restart (d3 at %v): %+v; want one add each for a:d2 and a:d3", b, got)
+	}
+	members(t, r.allDeltas())
+}
+
+// waitDelivered waits until the events consumer has delivered seq.
+func waitDelivered(t *testing.T, r *rig, seq uint64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		c, err := r.js.Consumer(ctx, eventsStream, EventsConsumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.CachedInfo().Delivered.Stream >= seq {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("seq %d never delivered", seq)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A batch that fails (its deltas cannot be published) is dropped and
+// applied again from the consumer's ack floor, before anything newer is
+// acknowledged, without waiting for AckWait.
+func TestFailedBatchIsReappliedBeforeNewerAcks(t *testing.T) {
+	r := newRig(t, "ack_wait: 1h\n"+cartRules)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.js.DeleteStream(ctx, AudienceStream); err != nil {
+		t.Fatal(err)
+	}
+	a := r.clk.Now()
+	failed := r.publishEvent(ctx, ev{name: "AddToCart", anon: "f1"})
+	for counterValue(r.e.m.errors) == 0 { // the batch failed
+		if ctx.Err() != nil {
+			t.Fatal("the batch did not fail")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := r.e.createAudienceStream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.send(ev{name: "AddToCart", anon: "f2"})
+	if r.e.Applied() < failed {
+		t.Fatalf("applied %d, want at least %d", r.e.Applied(), failed)
+	}
+	r.expect(want{"add", "cart_abandoners_7d", "a:f1", a, time.Time{}, ""}, want{"add", "cart_abandoners_7d", "a:f2", a, time.Time{}, ""})
+	r.e.mu.Lock()
+	err := r.e.commit()
+	r.e.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.restart() // nothing left over
+	r.expect()
+	members(t, r.allDeltas())
+}
+
+func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }

@@ -25,8 +25,8 @@ func segmentsRun(t *testing.T, admin string, args ...string) (string, string, er
 	return out.String(), errOut.String(), err
 }
 
-// waitDeltas reads tw.audience.> over NATS's TCP port until want deltas.
-func waitDeltas(t *testing.T, natsURL string, want int) []segments.Delta {
+// readDeltas reads everything on TW_AUDIENCE over NATS's TCP port.
+func readDeltas(t *testing.T, natsURL string) []segments.Delta {
 	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -34,18 +34,26 @@ func waitDeltas(t *testing.T, natsURL string, want int) []segments.Delta {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
+	var out []segments.Delta
+	if _, err := js.Stream(t.Context(), segments.AudienceStream); err != nil {
+		return nil
+	}
+	for _, m := range bustest.ReadStream(t, js, segments.AudienceStream) {
+		var d segments.Delta
+		if err := json.Unmarshal(m.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// waitDeltas waits until exactly want deltas are on tw.audience.
+func waitDeltas(t *testing.T, natsURL string, want int) []segments.Delta {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var out []segments.Delta
-		if _, err := js.Stream(t.Context(), segments.AudienceStream); err == nil {
-			for _, m := range bustest.ReadStream(t, js, segments.AudienceStream) {
-				var d segments.Delta
-				if err := json.Unmarshal(m.Data, &d); err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, d)
-			}
-		}
+		out := readDeltas(t, natsURL)
 		if len(out) >= want || time.Now().After(deadline) {
 			if len(out) != want {
 				t.Fatalf("got %d deltas, want %d: %+v", len(out), want, out)

@@ -1,0 +1,305 @@
+package segments
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tagway/tagway/gateway/event"
+)
+
+func aliasesOf(env *event.Envelope) [][2]string {
+	var out [][2]string
+	if env.Profile != "" {
+		out = append(out, [2]string{aliasProfile, env.Profile})
+	}
+	u := &env.User
+	for _, a := range [][2]string{{aliasAnon, u.AnonID}, {aliasEmail, u.EmailSHA256}, {aliasPhone, u.PhoneSHA256}, {aliasExtID, u.ExternalIDSHA256}} {
+		if a[1] != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// hasAliases reports whether every identifier of the event is already
+// indexed to s (the common case: no lookups, no merge possible).
+func (s *state) hasAliases(env *event.Envelope) bool {
+	u := &env.User
+	for _, a := range [...][2]string{{aliasProfile, env.Profile}, {aliasAnon, u.AnonID}, {aliasEmail, u.EmailSHA256}, {aliasPhone, u.PhoneSHA256}, {aliasExtID, u.ExternalIDSHA256}} {
+		if a[1] != "" && !slices.ContainsFunc(s.aliases, func(x string) bool { return len(x) == 1+len(a[1]) && x[0] == a[0][0] && x[1:] == a[1] }) {
+			return false
+		}
+	}
+	return true
+}
+
+func linkAliases(l *event.IdentityLink) [][2]string {
+	out := [][2]string{{aliasProfile, l.Profile}}
+	for _, k := range [][2]string{{event.AliasAnonID, aliasAnon}, {event.AliasEmail, aliasEmail}, {event.AliasPhone, aliasPhone}, {event.AliasExternalID, aliasExtID}} {
+		if v := l.Aliases[k[0]]; v != "" {
+			out = append(out, [2]string{k[1], v})
+		}
+	}
+	return out
+}
+
+// applyEvent records an event on its profile (after resolving and merging
+// aliases). It returns the profile and any profiles merged into it, or a nil
+// profile when the event is not for segments.
+func (e *Engine) applyEvent(env *event.Envelope, seq uint64, now time.Time) (*state, []*state, error) {
+	e.attrsChanged = false
+	if !env.Consent.Decided || env.Site == "" || env.Profile == "" {
+		e.m.skipped.WithLabelValues("undecided").Inc()
+		return nil, nil, nil
+	}
+	allowed := e.keepUses(env.Consent.Allowed)
+	s, err := e.resolveOnly(env.Site, env.Profile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s != nil && seq <= s.seq {
+		e.m.skipped.WithLabelValues("redelivered").Inc()
+		return nil, nil, nil
+	}
+	if s == nil && len(allowed) == 0 {
+		// No consent for any segment use and nothing known: keep nothing.
+		e.m.skipped.WithLabelValues("not_consented").Inc()
+		return nil, nil, nil
+	}
+	var merged []*state
+	if s == nil || !s.hasAliases(env) { // a new alias may join two profiles
+		s, merged, err = e.resolve(env.Site, env.Profile, aliasesOf(env), env.ReceivedAt)
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if seq <= s.seq {
+		e.m.skipped.WithLabelValues("redelivered").Inc()
+		return s, merged, nil
+	}
+	s.seq = seq
+	if env.ReceivedAt >= s.usesAt {
+		if !slices.Equal(s.uses, allowed) {
+			e.attrsChanged = true
+		}
+		s.uses, s.usesAt = allowed, env.ReceivedAt
+	}
+	if len(allowed) > 0 { // identifiers and events are kept only with consent
+		u := &env.User
+		for _, f := range []struct {
+			dst *string
+			v   string
+		}{{&s.email, u.EmailSHA256}, {&s.phone, u.PhoneSHA256}, {&s.extID, u.ExternalIDSHA256}} {
+			if f.v != "" && *f.dst != f.v {
+				*f.dst = f.v
+				e.attrsChanged = true
+			}
+		}
+		if c, _, _ := strings.Cut(env.Consent.Jurisdiction, "-"); c != "" && c != s.country {
+			s.country = c
+			e.attrsChanged = true
+		}
+		at := min(env.EventTime, env.ReceivedAt)
+		if at <= 0 {
+			at = env.ReceivedAt
+		}
+		var f *fields
+		for _, st := range e.prog.byEvent[env.Event] {
+			if !slices.ContainsFunc(st.uses, func(u string) bool { return slices.Contains(allowed, u) }) {
+				continue
+			}
+			if at+st.window.Milliseconds() <= now.UnixMilli() {
+				continue // already outside every window that reads it
+			}
+			if f == nil {
+				f = &fields{env: env}
+			}
+			if ok, v := st.matches(f); ok {
+				s.add(st.id, at, v)
+				e.m.recorded.Inc()
+			}
+		}
+	}
+	e.dirty[string(stateKey(s.site, s.id))] = s
+	return s, merged, nil
+}
+
+func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*state, error) {
+	s, err := e.resolveOnly(l.Site, l.Profile)
+	if err != nil || s == nil {
+		return nil, nil, err // a profile segments never kept: nothing to stitch
+	}
+	s, merged, err := e.resolve(l.Site, l.Profile, linkAliases(l), l.At)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{{&s.email, l.Aliases[event.AliasEmail]}, {&s.phone, l.Aliases[event.AliasPhone]}, {&s.extID, l.Aliases[event.AliasExternalID]}} {
+		if f.v != "" && *f.dst == "" {
+			*f.dst = f.v
+		}
+	}
+	e.dirty[string(stateKey(s.site, s.id))] = s
+	return s, merged, nil
+}
+
+// lookupAlias returns the canonical profile an alias points to, or "".
+func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
+	k := string(aliasKey(site, kind, v))
+	if p, ok := e.aliases.Get(k); ok {
+		return p, nil
+	}
+	var p string
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(k))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := item.ValueCopy(nil)
+		p = string(b)
+		return err
+	})
+	if err == nil && p != "" {
+		e.aliases.Add(k, p)
+	}
+	return p, err
+}
+
+func (e *Engine) setAlias(s *state, kind, v string) {
+	k := aliasKey(s.site, kind, v)
+	e.aliases.Add(string(k), s.id)
+	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
+	a := kind + v
+	if !slices.Contains(s.aliases, a) && len(s.aliases) < maxAliases {
+		s.aliases = append(s.aliases, a)
+	}
+}
+
+// resolveOnly finds the state of a profile id (following merges) or nil.
+func (e *Engine) resolveOnly(site, profile string) (*state, error) {
+	id, err := e.lookupAlias(site, aliasProfile, profile)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	return e.load(site, id)
+}
+
+// resolve finds or creates the profile for a set of aliases, merging the
+// profiles they point to into the oldest.
+func (e *Engine) resolve(site, profile string, aliases [][2]string, at int64) (*state, []*state, error) {
+	var found []*state
+	for _, a := range aliases {
+		id, err := e.lookupAlias(site, a[0], a[1])
+		if err != nil {
+			return nil, nil, err
+		}
+		if id == "" || slices.ContainsFunc(found, func(s *state) bool { return s.id == id }) {
+			continue
+		}
+		s, err := e.load(site, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		if s != nil && !slices.Contains(found, s) {
+			found = append(found, s)
+		}
+	}
+	var dst *state
+	if len(found) == 0 {
+		dst = &state{site: site, id: profile, firstSeen: at}
+		e.cache.Add(string(stateKey(site, profile)), dst)
+		e.m.profiles.Inc()
+	} else {
+		slices.SortFunc(found, func(a, b *state) int {
+			if a.firstSeen != b.firstSeen {
+				return int(a.firstSeen - b.firstSeen)
+			}
+			return strings.Compare(a.id, b.id)
+		})
+		dst = found[0]
+	}
+	var merged []*state
+	for _, src := range found[min(1, len(found)):] {
+		e.merge(dst, src)
+		merged = append(merged, src)
+	}
+	for _, a := range aliases {
+		if !slices.Contains(dst.aliases, a[0]+a[1]) {
+			e.setAlias(dst, a[0], a[1])
+		}
+	}
+	return dst, merged, nil
+}
+
+// merge moves src into dst: its events, identifiers, aliases and outbox.
+// src's memberships are removed by evaluating it empty (the caller marks it).
+func (e *Engine) merge(dst, src *state) {
+	e.m.merges.Inc()
+	for id, es := range src.streams {
+		for _, x := range es {
+			dst.addEntry(id, x)
+		}
+	}
+	if dst.email == "" {
+		dst.email = src.email
+	}
+	if dst.phone == "" {
+		dst.phone = src.phone
+	}
+	if dst.extID == "" {
+		dst.extID = src.extID
+	}
+	if dst.country == "" {
+		dst.country = src.country
+	}
+	if src.usesAt > dst.usesAt {
+		dst.uses, dst.usesAt = src.uses, src.usesAt
+	}
+	dst.seq = max(dst.seq, src.seq)
+	dst.firstSeen = min(dst.firstSeen, src.firstSeen)
+	for _, a := range src.aliases {
+		e.setAlias(dst, a[:1], a[1:])
+	}
+	e.setAlias(dst, aliasProfile, src.id)
+	dst.pending = append(dst.pending, src.pending...)
+	src.pending = nil
+	if len(dst.pending) > 0 {
+		e.outbox[string(stateKey(dst.site, dst.id))] = dst
+	}
+	src.streams = nil
+	src.email, src.phone, src.extID = "", "", ""
+	src.aliases = nil
+	src.merged = dst.id
+	k := string(stateKey(dst.site, dst.id))
+	e.dirty[k] = dst
+	e.dirty[string(stateKey(src.site, src.id))] = src
+}
+
+func (s *state) addEntry(id uint32, x entry) {
+	if s.streams == nil {
+		s.streams = map[uint32][]entry{}
+	}
+	es := s.streams[id]
+	i, found := slices.BinarySearchFunc(es, x.sec, func(a entry, t uint32) int { return int(int64(a.sec) - int64(t)) })
+	if found {
+		es[i].count += x.count
+		es[i].sum += x.sum
+	} else {
+		es = slices.Insert(es, i, x)
+	}
+	for len(es) > maxEntries {
+		es[1].count += es[0].count
+		es[1].sum += es[0].sum
+		es = es[1:]
+	}
+	s.streams[id] = es
+}
