@@ -280,7 +280,9 @@ func (e *Engine) Handlers(sites []string) map[string]http.Handler {
 	writeJSON := func(w http.ResponseWriter, status int, v any) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(v)
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false) // conditions read "count >= 1", not "\u003e="
+		_ = enc.Encode(v)
 	}
 	return map[string]http.Handler{
 		"GET /admin/segments": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

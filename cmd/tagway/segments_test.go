@@ -109,6 +109,9 @@ func TestSegmentsEndToEnd(t *testing.T) {
 	if strings.Contains(strings.ToLower(out), "shopper@") {
 		t.Fatal("the raw email travelled")
 	}
+	if !strings.Contains(out, `"condition": "AddToCart count >= 1 within 7d"`) || strings.Index(out, `"site"`) > strings.Index(out, `"segments"`) {
+		t.Fatalf("explain is not readable (escaped conditions, or fields out of the server's order):\n%s", out)
+	}
 	file := filepath.Join(t.TempDir(), "cart.csv")
 	_, stderr, err := segmentsRun(t, ep.admin, "export", "cart_abandoners_7d", "--out", file)
 	csv, _ := os.ReadFile(file)

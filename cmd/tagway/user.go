@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -113,13 +114,14 @@ func userCmd(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	return writePretty(stdout, body)
 }
 
-// writePretty indents a JSON body (or writes it as it is).
+// writePretty indents a JSON body, keeping the server's field order (or
+// writes it as it is).
 func writePretty(w io.Writer, body []byte) error {
-	var pretty any
-	if json.Unmarshal(body, &pretty) == nil {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(pretty)
+	var buf bytes.Buffer
+	if json.Indent(&buf, bytes.TrimSpace(body), "", "  ") == nil {
+		buf.WriteByte('\n')
+		_, err := w.Write(buf.Bytes())
+		return err
 	}
 	_, err := w.Write(body)
 	return err
