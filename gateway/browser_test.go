@@ -258,7 +258,7 @@ func TestServerIdentityAndDuplicates(t *testing.T) {
 		t.Fatalf("%d envelopes, want 2", len(envs))
 	}
 	u := envs[0].User
-	if u.EmailSHA256 != h || u.PhoneSHA256 != sha("442079460958") || u.ExternalIDSHA256 != sha("u-1") ||
+	if u.EmailSHA256 != h || u.PhoneSHA256 != sha("442079460958") || u.PhoneE164SHA256 != sha("+442079460958") || u.ExternalIDSHA256 != sha("u-1") ||
 		u.AnonID != "0123456789abcdef0123456789abcdef" || u.IP != "2001:db8:1::" || u.UserAgent != "Shop/1.0" || u.TTCLID != "tt-1" {
 		t.Fatalf("server user: %+v", u)
 	}

@@ -394,6 +394,8 @@ func identify(in *userIn, ri *reqInfo, i int, is *issues, out *event.User) {
 	if u.Phone != "" {
 		if out.PhoneSHA256, err = event.HashPhone(u.Phone); err != nil {
 			is.warn(i, "user.phone", "dropped: "+err.Error())
+		} else {
+			out.PhoneE164SHA256, _ = event.HashPhoneE164(u.Phone) // same input, same verdict
 		}
 	}
 	if u.ExternalID != "" {

@@ -50,6 +50,9 @@ const (
 	KindConsent = "consent" // a profile's consent state changed
 	KindErasure = "erasure" // a profile was erased (a minimal record)
 	KindPolicy  = "policy"  // the policy in force changed (written at start-up)
+	// KindForwardSkip: a conversion was not delivered to a destination
+	// because the profile's consent was withdrawn after it was accepted.
+	KindForwardSkip = "forward_skip"
 )
 
 // Record is one audit entry. JSON field names are a contract (exports).

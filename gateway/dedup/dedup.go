@@ -157,6 +157,9 @@ type record struct {
 	Source  event.Source   `json:"s"`
 	Profile string         `json:"p"`
 	Kinds   event.AliasSet `json:"k,omitempty"` // identifiers known, as kinds
+	// Device: a copy carried the browser's IP (and user agent), so a later
+	// copy's need not be linked.
+	Device bool `json:"d,omitempty"`
 }
 
 // New returns a Store on db. now may be nil (time.Now); reg may be nil.
@@ -286,7 +289,7 @@ func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error
 				b.seen = map[string]event.Source{}
 			}
 			b.seen[key] = env.Source
-			v := &Verdict{Kind: First, key: key, claim: c, rec: &record{At: env.ReceivedAt, Source: env.Source, Profile: env.Profile, Kinds: env.User.AliasSet()}}
+			v := &Verdict{Kind: First, key: key, claim: c, rec: &record{At: env.ReceivedAt, Source: env.Source, Profile: env.Profile, Kinds: env.User.AliasSet(), Device: env.User.IP != ""}}
 			b.claims = append(b.claims, v)
 			return v, nil
 		}
@@ -348,11 +351,16 @@ func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
 // merged record, or nils when it adds nothing.
 func enrich(rec *record, env *event.Envelope, now time.Time) (*event.IdentityLink, *record) {
 	added := env.User.AliasesNotIn(rec.Kinds)
-	if added == nil {
+	device := !rec.Device && env.User.IP != "" // a server copy first, the browser's later
+	if added == nil && !device {
 		return nil, nil
 	}
-	merged := &record{At: rec.At, Source: rec.Source, Profile: rec.Profile, Kinds: rec.Kinds | env.User.AliasSet()}
-	return &event.IdentityLink{Profile: rec.Profile, Aliases: added, Site: env.Site, Event: env.Event, EventID: env.EventID, At: now.UnixMilli()}, merged
+	merged := &record{At: rec.At, Source: rec.Source, Profile: rec.Profile, Kinds: rec.Kinds | env.User.AliasSet(), Device: rec.Device || device}
+	l := &event.IdentityLink{Profile: rec.Profile, Aliases: added, Site: env.Site, Event: env.Event, EventID: env.EventID, At: now.UnixMilli()}
+	if device {
+		l.IP, l.UserAgent = env.User.IP, env.User.UserAgent
+	}
+	return l, merged
 }
 
 func pair(first, later event.Source) string {

@@ -286,3 +286,34 @@ func TestOppositeOrdersDoNotDeadlock(t *testing.T) {
 		}
 	}
 }
+
+// A server copy first and the browser's later: the link carries the
+// browser's IP and user agent (for the forwarder), once; they are never
+// indexed as aliases. A browser copy first needs no device context.
+func TestLinkCarriesDeviceContextOnce(t *testing.T) {
+	now := func() time.Time { return t0 }
+	s, db := openStore(t, t.TempDir(), Config{}, now)
+	defer db.Close()
+	withDevice := func(e *event.Envelope) *event.Envelope {
+		e.User.IP, e.User.UserAgent = "203.0.113.0", "Mozilla/5.0"
+		return e
+	}
+	check(t, s, env(event.SourceServer, "d1"), true)
+	v := check(t, s, withDevice(env(event.SourceBrowser, "d1")), true)
+	if v.Link == nil || v.Link.IP != "203.0.113.0" || v.Link.UserAgent != "Mozilla/5.0" || v.Link.Aliases[event.AliasAnonID] == "" {
+		t.Fatalf("server then browser: %+v", v.Link)
+	}
+	if _, ok := v.Link.Aliases[event.AliasIP]; ok {
+		t.Fatal("the IP became an alias")
+	}
+	if p, err := s.Profile("shop", event.AliasIP, "203.0.113.0"); err != nil || p != "" {
+		t.Fatalf("the IP is indexed as an alias: %q %v", p, err)
+	}
+	if v := check(t, s, withDevice(env(event.SourceBrowser, "d1")), true); v.Link != nil {
+		t.Fatalf("a third copy links again: %+v", v.Link)
+	}
+	check(t, s, withDevice(env(event.SourceBrowser, "d2")), true)
+	if v := check(t, s, env(event.SourceServer, "d2"), true); v.Link == nil || v.Link.IP != "" {
+		t.Fatalf("browser then server: %+v", v.Link)
+	}
+}

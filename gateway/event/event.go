@@ -67,8 +67,11 @@ func (r *RawJSON) UnmarshalJSON(data []byte) error {
 // User holds what identifies the person. Personal data only ever appears here
 // hashed (SHA-256, lowercase hex); the IP is truncated (TruncateIP).
 type User struct {
-	EmailSHA256      string `json:"email_sha256,omitempty"`
-	PhoneSHA256      string `json:"phone_sha256,omitempty"`
+	EmailSHA256 string `json:"email_sha256,omitempty"`
+	PhoneSHA256 string `json:"phone_sha256,omitempty"`
+	// PhoneE164SHA256 is the phone's SHA-256 in E.164 with the "+", the
+	// normalisation TikTok's Events API matches on (forward/normalize.go).
+	PhoneE164SHA256  string `json:"phone_e164_sha256,omitempty"`
 	ExternalIDSHA256 string `json:"external_id_sha256,omitempty"`
 	// AnonID is the first-party cookie id (_tw_id) of a browser.
 	AnonID    string `json:"anon_id,omitempty"`

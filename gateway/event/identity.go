@@ -15,12 +15,19 @@ type IdentityLink struct {
 	EventID string            `json:"event_id"`
 	// At is when the link was learned, unix milliseconds.
 	At int64 `json:"at"`
+	// IP and UserAgent are the later copy's device context when the first
+	// copy had none (a server copy first, the browser's second), for the
+	// forwarder's match quality. They are not identifiers: nothing joins
+	// profiles by them.
+	IP        string `json:"ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 // Alias kinds, the keys of IdentityLink.Aliases.
 const (
 	AliasEmail      = "email_sha256"
 	AliasPhone      = "phone_sha256"
+	AliasPhoneE164  = "phone_e164_sha256"
 	AliasExternalID = "external_id_sha256"
 	AliasAnonID     = "anon_id"
 	AliasTTCLID     = "ttclid"
@@ -29,17 +36,20 @@ const (
 	AliasFBP        = "fbp"
 	AliasGCLID      = "gclid"
 	AliasMSCLKID    = "msclkid"
+	// Device context carried by links (IP, UserAgent), never used as aliases.
+	AliasIP        = "ip"
+	AliasUserAgent = "user_agent"
 )
 
 // AliasKinds lists the alias kinds in a fixed order; bit i of an AliasSet
 // stands for AliasKinds[i].
-var AliasKinds = [...]string{AliasEmail, AliasPhone, AliasExternalID, AliasAnonID, AliasTTCLID, AliasTTP, AliasFBC, AliasFBP, AliasGCLID, AliasMSCLKID}
+var AliasKinds = [...]string{AliasEmail, AliasPhone, AliasExternalID, AliasAnonID, AliasTTCLID, AliasTTP, AliasFBC, AliasFBP, AliasGCLID, AliasMSCLKID, AliasPhoneE164}
 
 // AliasSet is a set of alias kinds, one bit each (see AliasKinds).
 type AliasSet uint16
 
 func (u *User) aliasValues() [len(AliasKinds)]string {
-	return [...]string{u.EmailSHA256, u.PhoneSHA256, u.ExternalIDSHA256, u.AnonID, u.TTCLID, u.TTP, u.FBC, u.FBP, u.GCLID, u.MSCLKID}
+	return [...]string{u.EmailSHA256, u.PhoneSHA256, u.ExternalIDSHA256, u.AnonID, u.TTCLID, u.TTP, u.FBC, u.FBP, u.GCLID, u.MSCLKID, u.PhoneE164SHA256}
 }
 
 // AliasSet returns the kinds of identifier u carries.

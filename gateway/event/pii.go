@@ -100,6 +100,22 @@ func HashPhone(raw string) (string, error) {
 	return sha256Hex(d), nil
 }
 
+// HashPhoneE164 is HashPhone for destinations that hash the E.164 form
+// with its "+" (TikTok's Events API: forward's tiktok-events/v2 profile). A
+// 64-hex value is taken as already hashed and returned as it is: the sender
+// chose the normalisation.
+func HashPhoneE164(raw string) (string, error) {
+	s := strings.TrimSpace(raw)
+	if IsSHA256Hex(s) {
+		return strings.ToLower(s), nil
+	}
+	d, err := NormalizePhone(s)
+	if err != nil {
+		return "", err
+	}
+	return sha256Hex("+" + d), nil
+}
+
 // HashExternalID trims an external id and returns its SHA-256 hex. Case is
 // kept: external ids are the advertiser's own and may be case-sensitive.
 func HashExternalID(raw string) (string, error) {

@@ -122,3 +122,26 @@ func BenchmarkHashPhone(b *testing.B) {
 		}
 	}
 }
+
+func TestHashPhoneE164(t *testing.T) {
+	for _, c := range []struct{ in, plain string }{
+		{"+1 (657) 777-0000", "+16577770000"},
+		{"0044 20 7946 0000", "+442079460000"},
+		{"16577770000", "+16577770000"},
+	} {
+		got, err := HashPhoneE164(c.in)
+		if err != nil || got != sha256Hex(c.plain) {
+			t.Errorf("HashPhoneE164(%q) = %s, %v; want sha256(%q)", c.in, got, err, c.plain)
+		}
+		if d, _ := HashPhone(c.in); d == got {
+			t.Errorf("%q: the E.164 hash equals the digits hash", c.in)
+		}
+	}
+	h := sha256Hex("+16577770000")
+	if got, _ := HashPhoneE164(strings.ToUpper(h)); got != h {
+		t.Error("an already hashed phone is not passed through lowercased")
+	}
+	if _, err := HashPhoneE164("12"); err != ErrPhone {
+		t.Errorf("short: %v", err)
+	}
+}

@@ -1,0 +1,447 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	json "github.com/goccy/go-json"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tagway/tagway/gateway/event"
+)
+
+// Streams, subjects and consumers (a contract: DESIGN.md).
+const (
+	ForwardStream   = "TW_FORWARD"
+	ForwardSubjects = "tw.forward.>"
+	// RouteConsumer reads TW_EVENTS; IdentityConsumer reads TW_IDENTITY;
+	// each destination's deliverer is DeliverConsumerPrefix + name.
+	RouteConsumer         = "tw-forward"
+	IdentityConsumer      = "tw-forward-identity"
+	DeliverConsumerPrefix = "tw-deliver-"
+
+	eventsStream   = "TW_EVENTS"
+	identityStream = "TW_IDENTITY"
+)
+
+// Headers on every tw.forward message: what delivery needs besides the
+// payload (the consent re-check, expiry, latency, dead letters).
+const (
+	HeaderSite       = "Tw-Site"
+	HeaderProfile    = "Tw-Profile"
+	HeaderEvent      = "Tw-Event"
+	HeaderEventID    = "Tw-Event-Id"
+	HeaderEventTime  = "Tw-Event-Time"  // unix ms
+	HeaderReceivedAt = "Tw-Received-At" // unix ms
+	// On dead letters: the subject to replay to, the answer and when.
+	HeaderDeadSubject = "Tw-Dead-Subject"
+	HeaderDeadStatus  = "Tw-Dead-Status"
+	HeaderDeadReason  = "Tw-Dead-Reason"
+	HeaderDeadAt      = "Tw-Dead-At"
+)
+
+// Subject is where destination dest's payloads for an event go.
+func Subject(dest, eventName string) string { return "tw.forward." + dest + "." + eventName }
+
+// DeadSubject is where dest's dead letters go.
+func DeadSubject(dest string) string { return "tw.forward.dead." + dest }
+
+// ConsentChecker is the consent engine as delivery sees it: the profile's
+// consent state now, not when the event was accepted.
+type ConsentChecker interface {
+	// CurrentUse reports whether the profile's current consent state allows
+	// use; known is false when no state is stored (the event's own decision
+	// stands).
+	CurrentUse(site, profile, use string) (allowed, known bool, err error)
+	// RecordForwardSkip audits a conversion that was not delivered because
+	// consent was withdrawn after it was accepted.
+	RecordForwardSkip(site, profile, destination, eventID string) error
+}
+
+// Deps are the forwarder's collaborators.
+type Deps struct {
+	DB       *badger.DB
+	JS       jetstream.JetStream
+	Consent  ConsentChecker // nil: no re-check at delivery
+	Registry prometheus.Registerer
+	Logger   *slog.Logger
+	// HTTP sends the requests. Default: a client with pooled keep-alive
+	// connections (each request has its destination's timeout).
+	HTTP *http.Client
+	Now  func() time.Time
+}
+
+// Forwarder routes consented conversions from TW_EVENTS to TW_FORWARD and
+// delivers them with its destinations' deliverers.
+type Forwarder struct {
+	cfg   Config
+	dests []*deliverer
+	db    *badger.DB
+	js    jetstream.JetStream
+	log   *slog.Logger
+	now   func() time.Time
+	m     *metrics
+	hold  time.Duration // the longest hold
+	idTTL time.Duration
+
+	ccs      []jetstream.ConsumeContext
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopping atomic.Bool
+	stopOnce sync.Once
+}
+
+// New checks the destinations (each already through SetDefaults and
+// Validate) and prepares the forwarder; Start begins consuming.
+func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
+	cfg.SetDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.HTTP == nil {
+		d.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+			ForceAttemptHTTP2: true}}
+	}
+	f := &Forwarder{cfg: cfg, db: d.DB, js: d.JS, log: d.Logger.With("component", "forward"), now: d.Now}
+	f.m = newMetrics(d.Registry)
+	for i := range dests {
+		ds := dests[i]
+		if ds.token == "" && ds.secret == "" {
+			return nil, fmt.Errorf("forward: destination %q was not validated", ds.Name)
+		}
+		f.dests = append(f.dests, newDeliverer(f, &ds, d.HTTP, d.Consent))
+		f.hold = max(f.hold, ds.Hold.D())
+	}
+	f.idTTL = f.hold + time.Hour
+	return f, nil
+}
+
+// Start creates TW_FORWARD and the durable consumers and starts routing and
+// delivering.
+func (f *Forwarder) Start(ctx context.Context) error {
+	if len(f.dests) == 0 {
+		return nil
+	}
+	if _, err := f.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name: ForwardStream, Description: "Tagway destination payloads (tw.forward.<destination>.<event>) and dead letters (tw.forward.dead.<destination>)",
+		Subjects: []string{ForwardSubjects}, Storage: jetstream.FileStorage, Retention: jetstream.LimitsPolicy,
+		Discard: jetstream.DiscardOld, MaxAge: f.cfg.Stream.MaxAge.D(), Replicas: f.cfg.Stream.Replicas,
+		Duplicates: f.cfg.Stream.DuplicateWindow.D(), MaxBytes: -1,
+	}); err != nil {
+		return fmt.Errorf("forward: creating stream %s: %w", ForwardStream, err)
+	}
+	// Identity links first, so a conversion's hold sees them.
+	idc, err := f.js.CreateOrUpdateConsumer(ctx, identityStream, jetstream.ConsumerConfig{
+		Durable: IdentityConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
+		AckWait: 30 * time.Second, MaxAckPending: 10000, Description: "Tagway forward: identity links for held conversions",
+	})
+	if err != nil {
+		return fmt.Errorf("forward: consumer %s: %w", IdentityConsumer, err)
+	}
+	cc, err := idc.Consume(f.onLink)
+	if err != nil {
+		return fmt.Errorf("forward: consuming %s: %w", identityStream, err)
+	}
+	f.ccs = append(f.ccs, cc)
+
+	rc, err := f.js.CreateOrUpdateConsumer(ctx, eventsStream, jetstream.ConsumerConfig{
+		Durable: RouteConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
+		FilterSubjects: f.filterSubjects(), AckWait: 30 * time.Second, MaxAckPending: f.cfg.MaxPending,
+		Description: "Tagway forward: conversions to route to destinations",
+	})
+	if err != nil {
+		return fmt.Errorf("forward: consumer %s: %w", RouteConsumer, err)
+	}
+	cc, err = rc.Consume(f.onEvent, jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("forward: consuming %s: %w", eventsStream, err)
+	}
+	f.ccs = append(f.ccs, cc)
+
+	ctx, f.cancel = context.WithCancel(context.Background())
+	for _, d := range f.dests {
+		if err := d.start(ctx); err != nil {
+			f.cancel()
+			return err
+		}
+	}
+	f.wg.Add(1)
+	go f.watchLag(ctx)
+	return nil
+}
+
+// Shutdown stops consuming and waits for requests in flight (bounded by
+// ctx); what is not acknowledged is redelivered after a restart. Safe to
+// call twice.
+func (f *Forwarder) Shutdown(ctx context.Context) error {
+	var err error
+	f.stopOnce.Do(func() {
+		f.stopping.Store(true)
+		for _, c := range f.ccs {
+			c.Drain()
+		}
+		if f.cancel != nil {
+			f.cancel()
+		}
+		done := make(chan struct{})
+		go func() { f.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			err = fmt.Errorf("forward: shutdown: %w", ctx.Err())
+		}
+		for _, c := range f.ccs {
+			select {
+			case <-c.Closed():
+			case <-ctx.Done():
+			}
+		}
+	})
+	return err
+}
+
+// filterSubjects are the TW_EVENTS subjects any destination wants: every
+// name, standard or alias, that one of them selects.
+func (f *Forwarder) filterSubjects() []string {
+	cands := slices.Concat(DefaultEvents, StandardEvents(KindTikTok), StandardEvents(KindMeta), []string{"Purchase", "SubmitForm"})
+	for _, d := range f.dests {
+		cands = append(cands, d.d.Events...)
+	}
+	slices.Sort(cands)
+	cands = slices.Compact(cands)
+	var out []string
+	for _, n := range cands {
+		for _, d := range f.dests {
+			if Selects(d.d.Events, n) {
+				out = append(out, event.Subject("*", n))
+				break
+			}
+		}
+	}
+	return out
+}
+
+// ---- identity links ---------------------------------------------------------
+//
+// Badger keys:
+//
+//	'F' 'l' site 0 event 0 event_id → JSON map of aliases   TTL = longest hold + 1h
+//
+// A link is the identifiers a later copy of an event brought (the server
+// copy's hashed email for the browser copy); a held conversion picks them
+// up before it is sent.
+
+func linkKey(site, name, eventID string) []byte {
+	return []byte("Fl" + site + "\x00" + name + "\x00" + eventID)
+}
+
+func (f *Forwarder) onLink(m jetstream.Msg) {
+	var l event.IdentityLink
+	if err := json.Unmarshal(m.Data(), &l); err != nil || l.Site == "" || l.EventID == "" || (len(l.Aliases) == 0 && l.IP == "") {
+		_ = m.Ack()
+		return
+	}
+	if l.Aliases == nil {
+		l.Aliases = map[string]string{}
+	}
+	if l.IP != "" {
+		l.Aliases[event.AliasIP], l.Aliases[event.AliasUserAgent] = l.IP, l.UserAgent
+	}
+	k := linkKey(l.Site, l.Event, l.EventID)
+	err := f.db.Update(func(txn *badger.Txn) error {
+		have := map[string]string{}
+		if item, err := txn.Get(k); err == nil {
+			_ = item.Value(func(v []byte) error { return json.Unmarshal(v, &have) })
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		for kind, v := range l.Aliases {
+			if have[kind] == "" {
+				have[kind] = v
+			}
+		}
+		b, _ := json.Marshal(have)
+		return txn.SetEntry(badger.NewEntry(k, b).WithTTL(f.idTTL))
+	})
+	if err != nil {
+		f.log.Error("storing an identity link; it will be redelivered", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	_ = m.Ack()
+}
+
+// enrich fills the envelope's missing identifiers from the links learned
+// for it during the hold.
+func (f *Forwarder) enrich(env *event.Envelope) error {
+	var have map[string]string
+	err := f.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(linkKey(env.Site, env.Event, env.EventID))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &have) })
+	})
+	if err != nil || len(have) == 0 {
+		return err
+	}
+	u := &env.User
+	for _, x := range []struct {
+		dst  *string
+		kind string
+	}{{&u.EmailSHA256, event.AliasEmail}, {&u.PhoneSHA256, event.AliasPhone}, {&u.PhoneE164SHA256, event.AliasPhoneE164},
+		{&u.ExternalIDSHA256, event.AliasExternalID}, {&u.AnonID, event.AliasAnonID}, {&u.TTCLID, event.AliasTTCLID},
+		{&u.TTP, event.AliasTTP}, {&u.FBC, event.AliasFBC}, {&u.FBP, event.AliasFBP}, {&u.IP, event.AliasIP},
+		{&u.UserAgent, event.AliasUserAgent}} {
+		if *x.dst == "" && have[x.kind] != "" {
+			*x.dst = have[x.kind]
+			f.m.enriched.Inc()
+		}
+	}
+	return nil
+}
+
+// ---- routing ----------------------------------------------------------------
+
+// onEvent routes one conversion: it waits out the hold (NakWithDelay, so
+// the wait is durable and costs no memory), then publishes the payload of
+// every destination that wants the event and whose forward:<name> use the
+// event's decision allows, and acknowledges the event once JetStream holds
+// them all.
+func (f *Forwarder) onEvent(m jetstream.Msg) {
+	if f.stopping.Load() {
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	var env event.Envelope
+	if err := json.Unmarshal(m.Data(), &env); err != nil {
+		f.m.routed.WithLabelValues("bad_envelope").Inc()
+		f.log.Warn("skipping an envelope that does not decode", "err", err)
+		_ = m.Term()
+		return
+	}
+	if !env.Consent.Decided {
+		f.m.routed.WithLabelValues("undecided").Inc()
+		_ = m.Ack()
+		return
+	}
+	var to []*deliverer
+	var hold time.Duration
+	for _, d := range f.dests {
+		if Selects(d.d.Events, env.Event) && slices.Contains(env.Consent.Allowed, "forward:"+d.d.Name) {
+			to = append(to, d)
+			hold = max(hold, d.d.Hold.D())
+		}
+	}
+	if len(to) == 0 {
+		f.m.routed.WithLabelValues("no_consent").Inc()
+		_ = m.Ack()
+		return
+	}
+	if wait := time.UnixMilli(env.ReceivedAt).Add(hold).Sub(f.now()); wait > 0 {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 {
+			f.m.routed.WithLabelValues("held").Inc()
+		}
+		_ = m.NakWithDelay(wait)
+		return
+	}
+	if err := f.enrich(&env); err != nil {
+		f.log.Error("reading identity links; the conversion is retried", "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var futs []jetstream.PubAckFuture
+	for _, d := range to {
+		msg, err := d.payload(&env)
+		if err != nil {
+			f.m.routed.WithLabelValues("unbuildable").Inc()
+			f.log.Warn("no payload could be built", "destination", d.d.Name, "event", env.Event, "err", err)
+			continue
+		}
+		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(d.d.Name+"|"+event.DedupKey(env.Site, env.Event, env.EventID)))
+		if err != nil {
+			f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+		futs = append(futs, fut)
+		d.m.published.Inc()
+	}
+	for _, fut := range futs {
+		select {
+		case <-fut.Ok():
+		case err := <-fut.Err():
+			f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
+			_ = m.NakWithDelay(time.Second)
+			return
+		case <-ctx.Done():
+			_ = m.NakWithDelay(time.Second)
+			return
+		}
+	}
+	f.m.routed.WithLabelValues("published").Inc()
+	_ = m.Ack()
+}
+
+// forwardMsg is a payload with the headers delivery needs.
+func forwardMsg(dest string, env *event.Envelope, data []byte) *nats.Msg {
+	msg := nats.NewMsg(Subject(dest, env.Event))
+	msg.Data = data
+	msg.Header.Set(HeaderSite, env.Site)
+	msg.Header.Set(HeaderProfile, env.Profile)
+	msg.Header.Set(HeaderEvent, env.Event)
+	msg.Header.Set(HeaderEventID, env.EventID)
+	msg.Header.Set(HeaderEventTime, strconv.FormatInt(max(env.EventTime, 0), 10))
+	msg.Header.Set(HeaderReceivedAt, strconv.FormatInt(env.ReceivedAt, 10))
+	return msg
+}
+
+// watchLag reports each consumer's backlog every 5 seconds.
+func (f *Forwarder) watchLag(ctx context.Context) {
+	defer f.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	type c struct{ stream, name string }
+	cs := []c{{eventsStream, RouteConsumer}}
+	for _, d := range f.dests {
+		cs = append(cs, c{ForwardStream, DeliverConsumerPrefix + d.d.Name})
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, x := range cs {
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cons, err := f.js.Consumer(qctx, x.stream, x.name)
+			if err == nil {
+				info := cons.CachedInfo()
+				f.m.lag.WithLabelValues(x.name).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			}
+			cancel()
+		}
+	}
+}

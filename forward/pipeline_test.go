@@ -1,0 +1,81 @@
+package forward
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tagway/tagway/forward/forwardtest"
+	"github.com/tagway/tagway/gateway/event"
+)
+
+// acceptedEvents returns every data[] element the fake accepted, by event_id.
+func acceptedEvents(t *testing.T, log []forwardtest.Request) map[string]map[string]any {
+	t.Helper()
+	out := map[string]map[string]any{}
+	for _, r := range log {
+		if !r.Accepted() {
+			continue
+		}
+		var body struct {
+			Data []map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(r.Body, &body); err != nil {
+			t.Fatalf("accepted body does not decode: %v", err)
+		}
+		for _, e := range body.Data {
+			id, _ := e["event_id"].(string)
+			out[id] = e
+		}
+	}
+	return out
+}
+
+// A held conversion is sent once to every destination that wants it and
+// whose forward use consent allows, with the identifiers the other copy
+// brought during the hold; a page view is not a conversion.
+func TestForwardsConversionsWithMergedIdentifiers(t *testing.T) {
+	p := newPipe(t)
+	email := forwardtest.SHA256Hex("jane@example.com")
+	sent := time.Now()
+	p.publish(conv{name: "CompletePayment", id: "o1", anon: "b1"})
+	// The server copy's hashed email arrives during the hold.
+	p.link(event.IdentityLink{Profile: "a:b1", Event: "CompletePayment", EventID: "o1", Aliases: map[string]string{event.AliasEmail: email}})
+	p.publish(conv{name: "PageView", id: "pv1", anon: "b1"})
+	p.publish(conv{name: "Purchase", id: "o2", anon: "b2", allowed: []string{"forward:meta"}}) // TikTok's 2025 name
+	p.publish(conv{name: "AddToCart", id: "c1", anon: "b3", allowed: []string{"measurement"}})
+	waitFor(t, 10*time.Second, "deliveries", func() bool {
+		return p.tiktok.EventIDs()["o1"] == 1 && p.meta.EventIDs()["o1"] == 1 && p.meta.EventIDs()["o2"] == 1 && p.hook.count("o1") == 1
+	})
+	time.Sleep(500 * time.Millisecond) // anything more would show now
+	if got := p.tiktok.EventIDs(); len(got) != 1 {
+		t.Fatalf("tiktok got %v, want only o1", got)
+	}
+	if got := p.meta.EventIDs(); len(got) != 2 {
+		t.Fatalf("meta got %v, want o1 and o2", got)
+	}
+	if p.hook.count("pv1") != 0 || p.hook.count("c1") != 0 || p.hook.count("o2") != 0 {
+		t.Fatal("the webhook got an event it should not")
+	}
+	tt := acceptedEvents(t, p.tiktok.Log())["o1"]
+	user, _ := tt["user"].(map[string]any)
+	if tt["event"] != "Purchase" || fmt.Sprint(user["email"]) != email && fmt.Sprint(user["email"]) != "["+email+"]" || user["user_agent"] == nil {
+		t.Fatalf("tiktok event: %v", tt)
+	}
+	if tt["event_time"].(float64) > 1e11 {
+		t.Fatalf("event_time %v is not in seconds", tt["event_time"])
+	}
+	mt := acceptedEvents(t, p.meta.Log())["o1"]
+	ud, _ := mt["user_data"].(map[string]any)
+	if mt["event_name"] != "Purchase" || !strings.Contains(fmt.Sprint(ud["em"]), email) {
+		t.Fatalf("meta event: %v", mt)
+	}
+	// The hold: nothing was sent before it ended.
+	for _, r := range p.tiktok.Log() {
+		if r.Time.Sub(sent) < 300*time.Millisecond {
+			t.Fatalf("a request %s after the conversion, before its 300ms hold ended", r.Time.Sub(sent))
+		}
+	}
+}
