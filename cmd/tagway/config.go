@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tagway/tagway/consent"
+	"github.com/tagway/tagway/forward"
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
@@ -43,12 +44,11 @@ type fileConfig struct {
 	Log             logConfig           `yaml:"log"`
 	ShutdownTimeout units.Duration      `yaml:"shutdown_timeout"`
 
-	// Sections whose engines arrive with later issues. Their shape is checked
-	// now so deployments written against DESIGN.md keep loading.
-	Consent      consent.Config       `yaml:"consent"`
-	Dedup        dedup.Config         `yaml:"dedup"`
-	Segments     segments.Config      `yaml:"segments"`
-	Destinations []destinationSection `yaml:"destinations"`
+	Consent      consent.Config        `yaml:"consent"`
+	Dedup        dedup.Config          `yaml:"dedup"`
+	Segments     segments.Config       `yaml:"segments"`
+	Forward      forward.Config        `yaml:"forward"`
+	Destinations []forward.Destination `yaml:"destinations"`
 }
 
 type logConfig struct {
@@ -58,8 +58,6 @@ type logConfig struct {
 	Format string `yaml:"format"`
 }
 
-type destinationSection map[string]any
-
 // serveConfig is everything serve needs, after defaults, file, env and flags.
 type serveConfig struct {
 	fileConfig
@@ -68,6 +66,7 @@ type serveConfig struct {
 	demoKey    string // the demo source's bearer key (demo only)
 	checkOnly  bool
 	segments   *segments.Program // compiled segments.rules
+	getenv     func(string) string
 }
 
 // demoSegments are the sample segments of demo mode (no --config).
@@ -127,7 +126,7 @@ Config file reference (every key, with its default):
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	c := &serveConfig{checkOnly: *check}
+	c := &serveConfig{checkOnly: *check, getenv: getenv}
 	c.configFile = *configFile
 	if !set["config"] {
 		c.configFile = getenv("TAGWAY_CONFIG")
@@ -351,11 +350,21 @@ func (c *serveConfig) finish() error {
 		return err
 	}
 	// Each destination is a use, forward:<name>, gated by its GVL vendor id.
+	c.Forward.SetDefaults()
+	if err := c.Forward.Validate(); err != nil {
+		return err
+	}
 	dests := map[string]int{}
-	for _, d := range c.Destinations {
-		name, _ := d["name"].(string)
-		gvl, _ := d["gvl_id"].(int)
-		dests[name] = gvl
+	for i := range c.Destinations {
+		d := &c.Destinations[i]
+		d.SetDefaults(c.Dedup.MergeWindow.D())
+		if err := d.Validate(i, c.getenv); err != nil {
+			return err
+		}
+		if _, dup := dests[d.Name]; dup {
+			return fmt.Errorf("destinations[%d].name: duplicate destination %q", i, d.Name)
+		}
+		dests[d.Name] = d.GVLID
 	}
 	c.Consent.SetDefaults(dests)
 	if err := c.Consent.Validate(); err != nil {
@@ -387,38 +396,7 @@ func (c *serveConfig) finish() error {
 		// before that publish can have timed out itself.
 		return fmt.Errorf("dedup.claim_wait: must be longer than nats.publish_timeout (%s)", c.NATS.PublishTimeout)
 	}
-	return c.validateLater()
-}
-
-// validateLater checks the sections later issues implement, so a mistake in
-// them is caught today rather than on the upgrade.
-func (c *serveConfig) validateLater() error {
-	dnames := map[string]bool{}
-	for i, d := range c.Destinations {
-		n, _ := d["name"].(string)
-		if n == "" {
-			return fmt.Errorf("destinations[%d].name: required", i)
-		}
-		if dnames[n] {
-			return fmt.Errorf("destinations[%d].name: duplicate destination %q", i, n)
-		}
-		dnames[n] = true
-		switch t, _ := d["type"].(string); t {
-		case "tiktok", "meta", "webhook":
-		default:
-			return fmt.Errorf("destinations[%d].type: %q must be tiktok, meta or webhook", i, t)
-		}
-	}
 	return nil
-}
-
-// inactive lists configured sections that this version does not act on yet.
-func (c *serveConfig) inactive() []string {
-	var s []string
-	if len(c.Destinations) > 0 {
-		s = append(s, "destinations")
-	}
-	return s
 }
 
 func (c *serveConfig) String() string {

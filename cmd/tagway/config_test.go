@@ -23,7 +23,8 @@ func loadFile(t *testing.T, yaml string, env map[string]string, args ...string) 
 // The shipped examples must load: deploy/ for deployments, reference.yaml for
 // `tagway serve --help`.
 func TestDestinationsBecomeForwardUses(t *testing.T) {
-	c, err := loadFile(t, "sites: [{id: shop}]\ndestinations:\n  - {name: tiktok, type: tiktok, gvl_id: 755}\n  - {name: hook, type: webhook}\n", nil)
+	c, err := loadFile(t, "sites: [{id: shop}]\ndestinations:\n  - {name: tiktok, type: tiktok, gvl_id: 755, pixel_code: P1, access_token_env: TT}\n"+
+		"  - {name: hook, type: webhook, url: \"https://hooks.example/tw\", secret_file: "+secretFile(t)+"}\n", map[string]string{"TT": "tok"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,9 +36,21 @@ func TestDestinationsBecomeForwardUses(t *testing.T) {
 	}
 }
 
+// shippedEnv holds the secrets deploy/tagway.yaml's destinations name.
+var shippedEnv = map[string]string{"TIKTOK_ACCESS_TOKEN": "test-token"}
+
+func secretFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestShippedConfigsLoad(t *testing.T) {
 	for _, p := range []string{"../../deploy/tagway.yaml", "reference.yaml"} {
-		c, err := loadServeConfig([]string{"--config", p}, &bytes.Buffer{}, envFunc(nil))
+		c, err := loadServeConfig([]string{"--config", p}, &bytes.Buffer{}, envFunc(shippedEnv))
 		if err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
@@ -70,13 +83,19 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"policy use", "consent:\n  policy:\n    measurement: {purposes: [1]}\n    profiling: {}\n", "consent.policy.profiling: unknown use"},
 		{"policy key", "consent:\n  policy:\n    measurement: {purposez: [1]}\n", "consent.policy.measurement.purposez (line 3): unknown key"},
 		{"policy purpose", "consent:\n  policy:\n    measurement: {purposes: [30]}\n", "purpose 30"},
-		{"destination without a use", "consent:\n  policy:\n    measurement: {purposes: [1]}\ndestinations:\n  - {name: tiktok, type: tiktok}\n", `destination "tiktok" has no forward:tiktok use`},
+		{"destination without a use", "consent:\n  policy:\n    measurement: {purposes: [1]}\ndestinations:\n  - {name: tiktok, type: tiktok, pixel_code: P, access_token_env: TT}\n", `destination "tiktok" has no forward:tiktok use`},
+		{"destination pixel", "destinations:\n  - {name: tiktok, type: tiktok, access_token_env: TT}\n", "destinations[0].pixel_code: required"},
+		{"destination token", "destinations:\n  - {name: meta, type: meta, pixel_id: \"1\", access_token_env: NOPE}\n", "destinations[0].access_token_env: environment variable NOPE is empty or not set"},
+		{"destination key", "destinations:\n  - {name: m, type: meta, pixel_idd: \"1\"}\n", "destinations[0].pixel_idd (line 2): unknown key"},
+		{"destination duplicate", "destinations:\n  - {name: t, type: tiktok, pixel_code: P, access_token_env: TT}\n  - {name: t, type: tiktok, pixel_code: P, access_token_env: TT}\n", `destinations[1].name: duplicate destination "t"`},
+		{"destination reserved", "destinations:\n  - {name: dead, type: webhook}\n", `destinations[0].name: "dead" is reserved`},
+		{"webhook url", "destinations:\n  - {name: h, type: webhook, url: ftp://x, secret_env: TT}\n", "destinations[0].url:"},
 		{"audit retention", "consent: {audit_retention: 2h}\n", "consent.audit_retention:"},
 		{"claim wait", "dedup: {claim_wait: 3s}\nnats: {publish_timeout: 5s}\n", "dedup.claim_wait: must be longer than nats.publish_timeout"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := loadFile(t, tc.yaml, nil)
+			_, err := loadFile(t, tc.yaml, map[string]string{"TT": "tok"})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
@@ -140,7 +159,7 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("version: %v %q", err, out.String())
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"serve", "--check-config", "--config", "../../deploy/tagway.yaml"}, &out, &errb, envFunc(nil)); err != nil || !strings.HasPrefix(out.String(), "config ok") {
+	if err := run(t.Context(), []string{"serve", "--check-config", "--config", "../../deploy/tagway.yaml"}, &out, &errb, envFunc(shippedEnv)); err != nil || !strings.HasPrefix(out.String(), "config ok") {
 		t.Fatalf("check-config: %v %q", err, out.String())
 	}
 	errb.Reset()

@@ -43,6 +43,7 @@ Usage:
   tagway audit verify|query|export   the consent audit log (via the admin API)
   tagway user show|erase KEY         access and erasure requests (via the admin API)
   tagway segments list|explain|export   segments: sizes, why a profile is in or out, audience files
+  tagway forward list|dead|replay       destinations: dead letters, and sending them again
   tagway version           print the version
   tagway help [command]    show help
 
@@ -68,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return userCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "segments":
 		return segmentsCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "forward":
+		return forwardCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "tagway %s\n", version)
 		return nil

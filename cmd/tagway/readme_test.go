@@ -63,3 +63,24 @@ func TestReadmeCurlExample(t *testing.T) {
 		t.Fatalf("README consent example: %d %v", resp.StatusCode, ans)
 	}
 }
+
+// The README's destinations example loads (with its secrets in the
+// environment) and names the three destinations.
+func TestReadmeForwardingExampleLoads(t *testing.T) {
+	raw, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)## Forwarding\\n.*?```yaml\\n(.*?)```").FindStringSubmatch(string(raw))
+	if m == nil {
+		t.Fatal("no yaml block under ## Forwarding")
+	}
+	c, err := loadFile(t, "sites: [{id: shop}]\n"+m[1], map[string]string{
+		"TIKTOK_ACCESS_TOKEN": "t", "META_CAPI_TOKEN": "m", "CRM_WEBHOOK_SECRET": "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Destinations) != 3 || c.Destinations[2].Events[1] != "Lead" || c.Destinations[1].EventMap["PlaceAnOrder"] != "Purchase" {
+		t.Fatalf("destinations: %+v", c.Destinations)
+	}
+}

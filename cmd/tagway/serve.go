@@ -19,6 +19,7 @@ import (
 
 	"github.com/tagway/tagway/consent"
 	"github.com/tagway/tagway/consent/audit"
+	"github.com/tagway/tagway/forward"
 	"github.com/tagway/tagway/gateway"
 	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/dedup"
@@ -29,7 +30,7 @@ import (
 // serve runs the gateway until ctx ends (SIGINT/SIGTERM), then drains in this
 // order: stop accepting and finish in-flight requests (each waits for its
 // PubAcks) → stop segments (the batch in hand is stored and acknowledged)
-// → wait for any outstanding PubAcks → close NATS (and the embedded
+// → stop the forwarder (requests in flight finish) → wait for any outstanding PubAcks → close NATS (and the embedded
 // server) → stop the admin listener → stop audit pruning → close Badger.
 func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	cfg, err := loadServeConfig(args, stderr, getenv)
@@ -41,9 +42,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return nil
 	}
 	log := newLogger(cfg.Log, stderr)
-	if s := cfg.inactive(); len(s) > 0 {
-		log.Warn("config sections are read and checked but not acted on by this version", "sections", s)
-	}
 
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -96,6 +94,18 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		}
 		defer seg.Stop() // before NATS and Badger close (defers run last first)
 	}
+	fwd, err := forward.New(cfg.Forward, cfg.Destinations, forward.Deps{DB: store.DB(), JS: b.JetStream(), Consent: engine, Registry: reg, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := fwd.Start(ctx); err != nil {
+		return err
+	}
+	defer func() { // before NATS and Badger close (defers run last first)
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = fwd.Shutdown(sctx)
+	}()
 	deps := gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg}
 	if cfg.Consent.Geo.MMDB != "" {
 		geoDB, err := consent.OpenGeoDB(cfg.Consent.Geo.MMDB)
@@ -138,6 +148,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 			admin.Handle(pattern, h)
 		}
 	}
+	for pattern, h := range fwd.Handlers() {
+		admin.Handle(pattern, h)
+	}
 	for pattern, h := range gateway.UserHandlers(stores, auditLog, dd, siteIDs) {
 		admin.Handle(pattern, h)
 	}
@@ -172,6 +185,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		seg.Stop() // finishes the batch in hand while NATS is still up
 		log.Debug("segments stopped")
 	}
+	if err := fwd.Shutdown(sctx); err != nil { // requests in flight finish; the rest is redelivered after a restart
+		log.Error("stopping the forwarder", "err", err)
+	}
+	log.Debug("forwarder stopped")
 	if err := b.Shutdown(sctx); err != nil {
 		log.Error("closing nats", "err", err)
 	}
