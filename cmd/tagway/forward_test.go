@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -128,3 +130,66 @@ func decodeJSON(t *testing.T, b []byte) map[string]any {
 }
 
 func fmtAny(v any) string { return fmt.Sprint(v) }
+
+// TestForwardConsentWithdrawalEndToEnd is the forward issue's acceptance 4
+// through the real consent engine: a Californian's purchase is accepted
+// with forwarding allowed, then, during its hold, the same browser sends
+// Global Privacy Control: the purchase is not delivered, and the skip is in
+// the audit log. Another visitor's purchase in the same run is delivered.
+func TestForwardConsentWithdrawalEndToEnd(t *testing.T) {
+	tt := forwardtest.NewTikTok(t, "tok", "CPIX2")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "tagway.yaml")
+	if err := os.WriteFile(cfg, []byte(`
+sites: [{id: shop, origins: ["https://shop.example"]}]
+trusted_proxies: ["127.0.0.1/32"]
+consent: {default_regime: opt-in, geo: {country_header: CF-IPCountry, region_header: X-Region}}
+destinations:
+  - {name: tiktok, type: tiktok, base_url: "`+tt.URL()+`", pixel_code: CPIX2, access_token_env: TT_TOKEN, hold: 2s, linger: 50ms}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ep, _, _ := startServe(t, filepath.Join(dir, "data"), map[string]string{"TT_TOKEN": "tok"}, "--config", cfg)
+	const withdrawer, keeper = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	browser := func(cookie string, gpc bool) map[string]string {
+		h := map[string]string{"Content-Type": "text/plain", "Origin": "https://shop.example", "Cookie": "_tw_id=" + cookie,
+			"CF-IPCountry": "US", "X-Region": "CA", "User-Agent": "Mozilla/5.0 (e2e)"}
+		if gpc {
+			h["Sec-GPC"] = "1"
+		}
+		return h
+	}
+	for _, c := range []struct{ cookie, id string }{{withdrawer, "w-1"}, {keeper, "k-1"}} {
+		resp, ans := post(t, ep.public+"/e", `{"site":"shop","data":[{"event":"CompletePayment","event_id":"`+c.id+`","properties":{"value":5,"currency":"USD"}}]}`, browser(c.cookie, false))
+		if resp.StatusCode != 200 || ans["accepted"] != 1.0 {
+			t.Fatalf("purchase %s: %v", c.id, ans)
+		}
+	}
+	resp, ans := post(t, ep.public+"/e", `{"site":"shop","data":[{"event":"PageView","event_id":"w-2"}]}`, browser(withdrawer, true))
+	if resp.StatusCode != 200 {
+		t.Fatalf("GPC page view: %v", ans)
+	}
+	if !tt.WaitEventIDs(1, 20*time.Second) {
+		t.Fatal("the other visitor's purchase was not delivered")
+	}
+	profile := event.ProfileID(&event.User{AnonID: withdrawer})
+	var audit string
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(audit, "forward_skip") && time.Now().Before(deadline) {
+		r, err := http.Get(ep.admin + "/admin/audit/query?profile=" + profile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		audit = string(b)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(audit, "forward_skip") || !strings.Contains(audit, "w-1") {
+		t.Fatalf("no forward_skip audit record for the withdrawn purchase:\n%s", audit)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if ids := tt.EventIDs(); ids["w-1"] != 0 || ids["k-1"] != 1 {
+		t.Fatalf("TikTok got %v: the withdrawn purchase was delivered", ids)
+	}
+}
