@@ -41,6 +41,11 @@ type Result struct {
 	Errors      map[string]int `json:"errors"`
 	TargetRate  float64        `json:"target_rate,omitempty"`
 	ServerCores float64        `json:"server_cores,omitempty"`
+	// Open loop against tagway: event → tw.audience delta latency (browser
+	// profiles), and each consumer's backlog over the run.
+	DeltaP99ms float64        `json:"delta_p99_ms,omitempty"`
+	Deltas     int            `json:"deltas_timed,omitempty"`
+	Lags       map[string]Lag `json:"consumer_lag,omitempty"`
 }
 
 // Report is the whole run.
@@ -53,6 +58,9 @@ type Report struct {
 	BadgerMiB  float64            `json:"tagway_badger_mib"`
 	Ratios     map[string]float64 `json:"ratios"`
 	CPUProfile string             `json:"cpu_profile"`
+	Segments   int                `json:"segments"`
+	// SinkEvents is how many conversions reached the TikTok sink.
+	SinkEvents int64 `json:"sink_events"`
 }
 
 type scenario struct {
@@ -99,12 +107,24 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 	stop204()
 	stopPipe()
 
-	// Tagway itself, as a separate process.
-	srv, err := startTagway(ctx, o, tmp, log)
+	// Tagway itself, as a separate process, with the 20 example segments
+	// and a TikTok destination pointed at a local sink.
+	sk, err := startSink()
+	if err != nil {
+		return nil, err
+	}
+	defer sk.stop()
+	extra, nseg, err := pipelineConfig(o.segments, sk.url)
+	if err != nil {
+		return nil, err
+	}
+	rep.Segments = nseg
+	srv, err := startTagway(ctx, o, tmp, extra, log)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.stop()
+	tr.times = newSendTimes(o.profiles)
 	for _, sc := range scenarios {
 		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
 		cpu0 := srv.cpuSeconds()
@@ -131,10 +151,16 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		// Open loop at a share of this peak: latency without coordinated omission.
 		rate := r.RPS * o.openShare
 		fmt.Fprintf(log, "open loop: tagway, %s at %.0f requests/s…\n", sc.name, rate)
+		w, err := watch(srv.nats, tr.times)
+		if err != nil {
+			return nil, fmt.Errorf("watching NATS: %w", err)
+		}
 		ol := openLoop(ctx, srv.url, sc, tr, o, rate)
-		ol.Target = "tagway"
+		p99, n, lags := w.finish()
+		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags
 		rep.Results = append(rep.Results, ol)
 	}
+	rep.SinkEvents = sk.events.Load()
 	rep.PeakRSSMiB = srv.peakRSS() / (1 << 20)
 	rep.BadgerMiB = dirSize(filepath.Join(srv.data, "badger")) / (1 << 20)
 	return rep, nil
@@ -299,10 +325,11 @@ type tagwayProc struct {
 	cmd   *exec.Cmd
 	url   string
 	admin string
+	nats  string
 	data  string
 }
 
-func startTagway(ctx context.Context, o options, tmp string, log io.Writer) (*tagwayProc, error) {
+func startTagway(ctx context.Context, o options, tmp, extra string, log io.Writer) (*tagwayProc, error) {
 	bin := o.bin
 	if bin == "" {
 		bin = filepath.Join(tmp, "tagway")
@@ -318,10 +345,11 @@ sources: [{name: bench, key_sha256: "`+hex.EncodeToString(sum[:])+`", sites: [be
 limits: {ip_rate: {rps: 0}}
 consent: {default_regime: opt-out}
 log: {level: warn}
-`), 0o600)
+`+extra), 0o600)
 	p := &tagwayProc{data: filepath.Join(tmp, "data")}
 	p.cmd = exec.CommandContext(ctx, bin, "serve", "--config", cfg, "--data", p.data,
-		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "off")
+		"--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
+	p.cmd.Env = append(os.Environ(), "TAGWAY_LOAD_TIKTOK_TOKEN=bench")
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -331,8 +359,12 @@ log: {level: warn}
 		return nil, err
 	}
 	pub, adm := regexp.MustCompile(`browser events\s+POST (http://\S+)/e`), regexp.MustCompile(`admin\s+(http://\S+)/metrics`)
+	nu := regexp.MustCompile(`NATS\s+embedded (nats://\S+)`)
 	sc := bufio.NewScanner(out)
-	for sc.Scan() && (p.url == "" || p.admin == "") {
+	for sc.Scan() && (p.url == "" || p.admin == "" || p.nats == "") {
+		if m := nu.FindStringSubmatch(sc.Text()); m != nil {
+			p.nats = m[1]
+		}
 		if m := pub.FindStringSubmatch(sc.Text()); m != nil {
 			p.url = m[1]
 		}
@@ -444,5 +476,17 @@ func printReport(w io.Writer, rep *Report) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "%-55s %5.0f %%\n", k, rep.Ratios[k]*100)
 	}
-	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB\n", rep.PeakRSSMiB, rep.BadgerMiB)
+	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink\n",
+		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents)
+	for _, r := range rep.Results {
+		if r.Lags == nil && r.Deltas == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "open loop, %s: event → tw.audience delta p99 %.1f ms (%d timed)\n", r.Scenario, r.DeltaP99ms, r.Deltas)
+		names := slices.Sorted(maps.Keys(r.Lags))
+		for _, c := range names {
+			l := r.Lags[c]
+			fmt.Fprintf(w, "  consumer %-18s backlog max %d, mean %.0f then %.0f (first, second half), last %d\n", c, l.Max, l.FirstHalf, l.SecondHalf, l.Last)
+		}
+	}
 }

@@ -22,7 +22,7 @@ func TestLoadSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, log bytes.Buffer
-	err := run(t.Context(), []string{"--duration", "400ms", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin}, &out, &log)
+	err := run(t.Context(), []string{"--duration", "400ms", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}, &out, &log)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -46,6 +46,21 @@ func TestLoadSmoke(t *testing.T) {
 	}
 	if tagway != 4 || len(rep.Ratios) != 4 || rep.PeakRSSMiB <= 0 || !strings.Contains(out.String(), "events/s vs bare pipeline") {
 		t.Fatalf("report: %d tagway runs, ratios %v, rss %v\n%s", tagway, rep.Ratios, rep.PeakRSSMiB, out.String())
+	}
+	if rep.Segments != 20 || rep.SinkEvents == 0 {
+		t.Fatalf("the pipeline: %d segments, %d conversions at the TikTok sink", rep.Segments, rep.SinkEvents)
+	}
+	timed := 0
+	for _, r := range rep.Results {
+		if r.Target == "tagway" && r.Mode == "open" {
+			timed += r.Deltas
+			if _, ok := r.Lags["tw-segments"]; !ok {
+				t.Errorf("%s: no tw-segments backlog sampled: %v", r.Scenario, r.Lags)
+			}
+		}
+	}
+	if timed == 0 {
+		t.Error("no event → delta latency was timed")
 	}
 	if st, err := os.Stat(rep.CPUProfile); err != nil || st.Size() == 0 {
 		t.Fatalf("cpu profile %s: %v", rep.CPUProfile, err)

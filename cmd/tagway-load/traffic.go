@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // traffic makes realistic request bodies: server batches of 20 events and
@@ -14,6 +15,7 @@ import (
 // a given visitor every time (some denying), and not from backends.
 type traffic struct {
 	profiles int
+	times    *sendTimes // when each browser profile last sent (nil: not kept)
 	seq      atomic.Int64
 	recent   [1024]atomic.Value // recent browser event ids, for server copies
 }
@@ -35,6 +37,7 @@ func (t *traffic) profile(r *rand.Rand) int { return r.IntN(t.profiles) }
 func (t *traffic) browser(r *rand.Rand) (body string, anon string, events int) {
 	p := t.profile(r)
 	anon = fmt.Sprintf("%032x", p)
+	t.times.sent(p, time.Now())
 	n := 1 + r.IntN(5)
 	var sb strings.Builder
 	sb.WriteString(`{"site":"bench"` + consentMix[p%len(consentMix)] + `,"data":[`)
