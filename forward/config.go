@@ -3,6 +3,7 @@ package forward
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
@@ -85,11 +86,32 @@ type Destination struct {
 	token, secret Secret
 }
 
-// Secret is a credential read from the environment or a file. Its String
-// and LogValue never show it.
+// Secret is a credential read from the environment or a file. Its String,
+// GoString and LogValue never show it, nor does a Destination's Format.
 type Secret string
 
-func (s Secret) String() string { return "[redacted]" }
+const redacted = "[redacted]"
+
+func (s Secret) String() string       { return redacted }
+func (s Secret) GoString() string     { return redacted }
+func (s Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// redactedDestination is a Destination without its methods, for Format.
+type redactedDestination Destination
+
+// Format prints the destination with its secrets as [redacted], whatever
+// the verb (%v, %+v, %#v, %s, %x…): fmt does not call String on unexported
+// fields, so without it the secrets would print in clear.
+func (d Destination) Format(f fmt.State, verb rune) {
+	r := redactedDestination(d)
+	if r.token != "" {
+		r.token = redacted
+	}
+	if r.secret != "" {
+		r.secret = redacted
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), r)
+}
 
 // Reveal returns the secret itself, for the request that needs it.
 func (s Secret) Reveal() string { return string(s) }

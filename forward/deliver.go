@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -73,7 +74,9 @@ func (d *deliverer) payload(env *event.Envelope) (*nats.Msg, error) {
 	return forwardMsg(d.d.Name, env, data), nil
 }
 
-func (d *deliverer) start(ctx context.Context) error {
+// start starts the workers: they fetch until ctx ends and send with reqs,
+// which ends only when Shutdown gives up waiting for them.
+func (d *deliverer) start(ctx, reqs context.Context) error {
 	cons, err := d.f.js.CreateOrUpdateConsumer(ctx, ForwardStream, jetstream.ConsumerConfig{
 		Durable: DeliverConsumerPrefix + d.d.Name, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 		FilterSubject: Subject(d.d.Name, "*"), AckWait: 2*d.d.Timeout.D() + 30*time.Second, MaxAckPending: d.f.cfg.MaxPending,
@@ -85,12 +88,12 @@ func (d *deliverer) start(ctx context.Context) error {
 	d.cons = cons
 	for range d.d.Concurrency {
 		d.f.wg.Add(1)
-		go d.worker(ctx)
+		go d.worker(ctx, reqs)
 	}
 	return nil
 }
 
-func (d *deliverer) worker(ctx context.Context) {
+func (d *deliverer) worker(ctx, reqs context.Context) {
 	defer d.f.wg.Done()
 	wait := max(d.d.Linger.D(), 100*time.Millisecond)
 	pause := 100 * time.Millisecond
@@ -109,8 +112,15 @@ func (d *deliverer) worker(ctx context.Context) {
 		for m := range batch.Messages() {
 			msgs = append(msgs, m)
 		}
+		if len(msgs) > 0 && ctx.Err() != nil {
+			// Fetched as Shutdown began: left to the next start.
+			for _, m := range msgs {
+				_ = m.Nak()
+			}
+			return
+		}
 		if len(msgs) > 0 {
-			d.handle(ctx, msgs)
+			d.handle(reqs, msgs)
 		}
 	}
 }
@@ -210,7 +220,8 @@ func (d *deliverer) send(ctx context.Context, msgs []jetstream.Msg) {
 }
 
 // backoff is the delay before attempt n+1: the API's Retry-After when it
-// gave one, else min_backoff·2^(n-1) capped at max_backoff, with full jitter.
+// gave one, capped at max_backoff; else a random delay (full jitter)
+// between min_backoff and min_backoff·2^(n-1), capped at max_backoff.
 func (d *deliverer) backoff(n uint64, retryAfter time.Duration) time.Duration {
 	if retryAfter > 0 {
 		return min(retryAfter, d.d.MaxBackoff.D())
@@ -221,7 +232,7 @@ func (d *deliverer) backoff(n uint64, retryAfter time.Duration) time.Duration {
 		b *= 2
 	}
 	b = min(b, hi)
-	return lo/2 + rand.N(b-lo/2+1)
+	return lo + rand.N(b-lo+1)
 }
 
 // dead moves a message to tw.forward.dead.<destination> with the answer,
@@ -379,12 +390,16 @@ func classifyMeta(o outcome, body []byte) outcome {
 	return o
 }
 
-// retryAfter parses a Retry-After header: seconds or an HTTP date.
+// retryAfter parses a Retry-After header: seconds or an HTTP date. A
+// number of seconds too large for a Duration is the longest Duration.
 func retryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
-	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && s >= 0 {
+	if s, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); (err == nil || errors.Is(err, strconv.ErrRange)) && s >= 0 {
+		if s > int64(math.MaxInt64/time.Second) {
+			return math.MaxInt64
+		}
 		return time.Duration(s) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {

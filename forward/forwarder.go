@@ -95,8 +95,13 @@ type Forwarder struct {
 	hold  time.Duration // the longest hold
 	idTTL time.Duration
 
-	ccs      []jetstream.ConsumeContext
-	cancel   context.CancelFunc
+	ccs    []jetstream.ConsumeContext
+	cancel context.CancelFunc // stops fetching (Shutdown)
+	// abort cancels the requests still in flight when Shutdown stops
+	// waiting (its ctx ended): until then a request the API is answering
+	// is not cut off (its events would be sent again after a restart:
+	// wire duplicates).
+	abort    context.CancelFunc
 	wg       sync.WaitGroup
 	stopping atomic.Bool
 	stopOnce sync.Once
@@ -176,9 +181,12 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	f.ccs = append(f.ccs, cc)
 
 	ctx, f.cancel = context.WithCancel(context.Background())
+	var reqs context.Context
+	reqs, f.abort = context.WithCancel(context.Background())
 	for _, d := range f.dests {
-		if err := d.start(ctx); err != nil {
+		if err := d.start(ctx, reqs); err != nil {
 			f.cancel()
+			f.abort()
 			return err
 		}
 	}
@@ -206,6 +214,9 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		case <-done:
 		case <-ctx.Done():
 			err = fmt.Errorf("forward: shutdown: %w", ctx.Err())
+		}
+		if f.abort != nil {
+			f.abort()
 		}
 		for _, c := range f.ccs {
 			select {

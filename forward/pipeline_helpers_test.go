@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagway/tagway/forward/forwardtest"
 	"github.com/tagway/tagway/gateway/bus"
@@ -41,7 +43,9 @@ type pipe struct {
 	hook    *hookServer
 	consent *fakeConsent
 	dests   []Destination
+	env     map[string]string // what Validate's getenv sees; options may add to it
 	f       *Forwarder
+	reg     *prometheus.Registry // the running forwarder's metrics (new at each open)
 	n       atomic.Int64
 }
 
@@ -66,7 +70,7 @@ func newPipe(t testing.TB, opts ...pipeOpt) *pipe {
 	p.meta = forwardtest.NewMeta(t, metaToken, pixelID, metaVersion)
 	p.hook = newHookServer(t, "hook-secret")
 	p.consent = &fakeConsent{states: map[string]bool{}}
-	env := map[string]string{"TT": tiktokToken, "META": metaToken, "HOOK": "hook-secret"}
+	p.env = map[string]string{"TT": tiktokToken, "META": metaToken, "HOOK": "hook-secret"}
 	fast := func(d *Destination) {
 		d.Hold = 300 * 1e6 // 300ms
 		d.MinBackoff, d.MaxBackoff = 50*1e6, 400*1e6
@@ -85,7 +89,7 @@ func newPipe(t testing.TB, opts ...pipeOpt) *pipe {
 	}
 	for i := range p.dests {
 		p.dests[i].SetDefaults(300e6)
-		if err := p.dests[i].Validate(i, func(k string) string { return env[k] }); err != nil {
+		if err := p.dests[i].Validate(i, func(k string) string { return p.env[k] }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,7 +100,8 @@ func newPipe(t testing.TB, opts ...pipeOpt) *pipe {
 
 func (p *pipe) open() {
 	p.t.Helper()
-	f, err := New(Config{}, p.dests, Deps{DB: p.store.DB(), JS: p.js, Consent: p.consent, Logger: nil})
+	p.reg = prometheus.NewRegistry()
+	f, err := New(Config{}, p.dests, Deps{DB: p.store.DB(), JS: p.js, Consent: p.consent, Registry: p.reg, Logger: nil})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -133,6 +138,15 @@ type conv struct {
 // publish puts an envelope on TW_EVENTS and returns it.
 func (p *pipe) publish(c conv) *event.Envelope {
 	p.t.Helper()
+	env, err := p.tryPublish(c)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return env
+}
+
+// tryPublish is publish for any goroutine: it returns the error.
+func (p *pipe) tryPublish(c conv) (*event.Envelope, error) {
 	n := p.n.Add(1)
 	now := time.Now()
 	if c.id == "" {
@@ -158,9 +172,9 @@ func (p *pipe) publish(c conv) *event.Envelope {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := p.js.Publish(ctx, event.Subject("shop", c.name), data, jetstream.WithMsgID(event.DedupKey("shop", c.name, c.id))); err != nil {
-		p.t.Fatal(err)
+		return nil, fmt.Errorf("publishing %s: %w", c.id, err)
 	}
-	return env
+	return env, nil
 }
 
 // link publishes an identity link as deduplication does.
@@ -263,4 +277,52 @@ func (h *hookServer) count(id string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.got[id]
+}
+
+// only keeps the destinations named.
+func only(names ...string) pipeOpt {
+	return func(p *pipe) {
+		p.dests = slices.DeleteFunc(p.dests, func(d Destination) bool { return !slices.Contains(names, d.Name) })
+	}
+}
+
+// each changes every destination (after the harness's fast settings,
+// before SetDefaults and Validate).
+func each(fn func(*Destination)) pipeOpt {
+	return func(p *pipe) {
+		for i := range p.dests {
+			fn(&p.dests[i])
+		}
+	}
+}
+
+// metric is the value of the running forwarder's counter or gauge name,
+// summed over the series whose labels include those given (name=value
+// pairs); 0 when none matches.
+func (p *pipe) metric(name string, labels ...string) float64 {
+	p.t.Helper()
+	mfs, err := p.reg.Gather()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue series
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }
