@@ -148,14 +148,14 @@ func (d *deliverer) handle(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		if d.consent != nil {
 			site, profile := h.Get(HeaderSite), h.Get(HeaderProfile)
-			allowed, known, err := d.consent.CurrentUse(site, profile, "forward:"+d.d.Name)
+			denied, err := d.withdrawn(site, profile, h.Get(HeaderProfiles))
 			if err != nil {
 				d.f.log.Error("reading consent state; the conversion is retried", "destination", d.d.Name, "err", err)
 				_ = m.NakWithDelay(d.d.MinBackoff.D())
 				continue
 			}
-			if known && !allowed {
-				if err := d.consent.RecordForwardSkip(site, profile, d.d.Name, h.Get(HeaderEventID)); err != nil {
+			if denied != "" {
+				if err := d.consent.RecordForwardSkip(site, denied, d.d.Name, h.Get(HeaderEventID)); err != nil {
 					d.f.log.Error("auditing a skipped conversion; it is retried", "destination", d.d.Name, "err", err)
 					_ = m.NakWithDelay(d.d.MinBackoff.D())
 					continue
@@ -168,6 +168,27 @@ func (d *deliverer) handle(ctx context.Context, msgs []jetstream.Msg) {
 		send = append(send, m)
 	}
 	d.send(ctx, send)
+}
+
+// withdrawn returns the first of the conversion's profiles (its own, then
+// those of its other identifiers: a server copy's profile is keyed by the
+// email, the browser's withdrawal by the cookie) whose current consent
+// state no longer allows this destination, or "".
+func (d *deliverer) withdrawn(site, profile, others string) (string, error) {
+	use := "forward:" + d.d.Name
+	for i, p := range append([]string{profile}, strings.Split(others, ",")...) {
+		if p == "" || (i > 0 && p == profile) {
+			continue
+		}
+		allowed, known, err := d.consent.CurrentUse(site, p, use)
+		if err != nil {
+			return "", err
+		}
+		if known && !allowed {
+			return p, nil
+		}
+	}
+	return "", nil
 }
 
 // outcome of one request.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,10 @@ const (
 	HeaderEventID    = "Tw-Event-Id"
 	HeaderEventTime  = "Tw-Event-Time"  // unix ms
 	HeaderReceivedAt = "Tw-Received-At" // unix ms
+	// HeaderProfiles lists the profiles of the conversion's other
+	// identifiers (cookie, external id, email, phone), comma-separated, for
+	// the consent re-check.
+	HeaderProfiles = "Tw-Profiles"
 	// On dead letters: the subject to replay to, the answer and when.
 	HeaderDeadSubject = "Tw-Dead-Subject"
 	HeaderDeadStatus  = "Tw-Dead-Status"
@@ -94,6 +99,10 @@ type Forwarder struct {
 	m     *metrics
 	hold  time.Duration // the longest hold
 	idTTL time.Duration
+	// inflight holds a token per conversion awaiting its PubAcks; routes
+	// counts their goroutines (Shutdown waits after the callbacks end).
+	inflight chan struct{}
+	routes   sync.WaitGroup
 
 	ccs    []jetstream.ConsumeContext
 	cancel context.CancelFunc // stops fetching (Shutdown)
@@ -124,7 +133,8 @@ func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
 		d.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 			ForceAttemptHTTP2: true}}
 	}
-	f := &Forwarder{cfg: cfg, db: d.DB, js: d.JS, log: d.Logger.With("component", "forward"), now: d.Now}
+	f := &Forwarder{cfg: cfg, db: d.DB, js: d.JS, log: d.Logger.With("component", "forward"), now: d.Now,
+		inflight: make(chan struct{}, routeInFlight)}
 	f.m = newMetrics(d.Registry)
 	for i := range dests {
 		ds := dests[i]
@@ -205,11 +215,17 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		for _, c := range f.ccs {
 			c.Drain()
 		}
+		for _, c := range f.ccs { // no callback runs after this
+			select {
+			case <-c.Closed():
+			case <-ctx.Done():
+			}
+		}
 		if f.cancel != nil {
 			f.cancel()
 		}
 		done := make(chan struct{})
-		go func() { f.wg.Wait(); close(done) }()
+		go func() { f.routes.Wait(); f.wg.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -217,12 +233,6 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		}
 		if f.abort != nil {
 			f.abort()
-		}
-		for _, c := range f.ccs {
-			select {
-			case <-c.Closed():
-			case <-ctx.Done():
-			}
 		}
 	})
 	return err
@@ -381,8 +391,6 @@ func (f *Forwarder) onEvent(m jetstream.Msg) {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	var futs []jetstream.PubAckFuture
 	for _, d := range to {
 		msg, err := d.payload(&env)
@@ -400,21 +408,34 @@ func (f *Forwarder) onEvent(m jetstream.Msg) {
 		futs = append(futs, fut)
 		d.m.published.Inc()
 	}
-	for _, fut := range futs {
-		select {
-		case <-fut.Ok():
-		case err := <-fut.Err():
-			f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
-			_ = m.NakWithDelay(time.Second)
-			return
-		case <-ctx.Done():
-			_ = m.NakWithDelay(time.Second)
-			return
+	// The PubAcks are awaited off the consumer's goroutine (the profile of
+	// a load run showed the router stuck behind one PubAck round trip per
+	// conversion); routeInFlight bounds how many wait at once.
+	f.inflight <- struct{}{}
+	f.routes.Add(1)
+	go func() {
+		defer func() { <-f.inflight; f.routes.Done() }()
+		timeout := time.NewTimer(10 * time.Second)
+		defer timeout.Stop()
+		for _, fut := range futs {
+			select {
+			case <-fut.Ok():
+			case err := <-fut.Err():
+				f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
+				_ = m.NakWithDelay(time.Second)
+				return
+			case <-timeout.C:
+				_ = m.NakWithDelay(time.Second)
+				return
+			}
 		}
-	}
-	f.m.routed.WithLabelValues("published").Inc()
-	_ = m.Ack()
+		f.m.routed.WithLabelValues("published").Inc()
+		_ = m.Ack()
+	}()
 }
+
+// routeInFlight bounds the conversions whose payloads await their PubAcks.
+const routeInFlight = 512
 
 // forwardMsg is a payload with the headers delivery needs.
 func forwardMsg(dest string, env *event.Envelope, data []byte) *nats.Msg {
@@ -426,6 +447,16 @@ func forwardMsg(dest string, env *event.Envelope, data []byte) *nats.Msg {
 	msg.Header.Set(HeaderEventID, env.EventID)
 	msg.Header.Set(HeaderEventTime, strconv.FormatInt(max(env.EventTime, 0), 10))
 	msg.Header.Set(HeaderReceivedAt, strconv.FormatInt(env.ReceivedAt, 10))
+	u := &env.User
+	var others []string
+	for _, one := range []event.User{{AnonID: u.AnonID}, {ExternalIDSHA256: u.ExternalIDSHA256}, {EmailSHA256: u.EmailSHA256}, {PhoneSHA256: u.PhoneSHA256}} {
+		if p := event.ProfileID(&one); p != "" && p != env.Profile && !slices.Contains(others, p) {
+			others = append(others, p)
+		}
+	}
+	if len(others) > 0 {
+		msg.Header.Set(HeaderProfiles, strings.Join(others, ","))
+	}
 	return msg
 }
 

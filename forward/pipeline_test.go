@@ -79,3 +79,25 @@ func TestForwardsConversionsWithMergedIdentifiers(t *testing.T) {
 		}
 	}
 }
+
+// A server copy's profile is keyed by the email; the visitor withdraws in
+// the browser, whose state is keyed by the cookie. The re-check follows the
+// cookie the hold brought (Tw-Profiles) and skips the conversion.
+func TestWithdrawalOnTheCookieProfileStopsTheServerCopy(t *testing.T) {
+	p := newPipe(t)
+	email := forwardtest.SHA256Hex("late@example.com")
+	p.publish(conv{name: "CompletePayment", id: "s1", email: email, source: event.SourceServer})
+	p.link(event.IdentityLink{Profile: "e:" + email[:32], Event: "CompletePayment", EventID: "s1",
+		Aliases: map[string]string{event.AliasAnonID: "b9"}})
+	p.consent.set("a:b9", "forward:tiktok", false)
+	waitFor(t, 10*time.Second, "meta and the webhook", func() bool { return p.meta.EventIDs()["s1"] == 1 && p.hook.count("s1") == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if n := p.tiktok.EventIDs()["s1"]; n != 0 {
+		t.Fatalf("TikTok got s1 %d times after the cookie profile withdrew", n)
+	}
+	p.consent.mu.Lock()
+	defer p.consent.mu.Unlock()
+	if len(p.consent.skipped) != 1 || p.consent.skipped[0] != "tiktok|s1" {
+		t.Fatalf("audited skips: %v", p.consent.skipped)
+	}
+}

@@ -43,9 +43,13 @@ type Result struct {
 	ServerCores float64        `json:"server_cores,omitempty"`
 	// Open loop against tagway: event → tw.audience delta latency (browser
 	// profiles), and each consumer's backlog over the run.
-	DeltaP99ms float64        `json:"delta_p99_ms,omitempty"`
-	Deltas     int            `json:"deltas_timed,omitempty"`
-	Lags       map[string]Lag `json:"consumer_lag,omitempty"`
+	DeltaP99ms float64 `json:"delta_p99_ms,omitempty"`
+	// Closed loop against tagway: how long the consumers took to catch up
+	// after it (and whether they did within --drain).
+	DrainSeconds float64        `json:"drain_seconds,omitempty"`
+	Drained      bool           `json:"drained,omitempty"`
+	Deltas       int            `json:"deltas_timed,omitempty"`
+	Lags         map[string]Lag `json:"consumer_lag,omitempty"`
 }
 
 // Report is the whole run.
@@ -58,7 +62,9 @@ type Report struct {
 	BadgerMiB  float64            `json:"tagway_badger_mib"`
 	Ratios     map[string]float64 `json:"ratios"`
 	CPUProfile string             `json:"cpu_profile"`
-	Segments   int                `json:"segments"`
+	// CPUProfileBrowser is the profile of the beacons' peak run.
+	CPUProfileBrowser string `json:"cpu_profile_browser"`
+	Segments          int    `json:"segments"`
 	// SinkEvents is how many conversions reached the TikTok sink.
 	SinkEvents int64 `json:"sink_events"`
 }
@@ -129,11 +135,17 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
 		cpu0 := srv.cpuSeconds()
 		var prof sync.WaitGroup
-		if sc.batch > 0 { // profile the peak run
-			rep.CPUProfile = filepath.Join(o.out, "cpu-"+stamp+".pprof")
-			prof.Add(1)
-			go func() { defer prof.Done(); srv.profile(o.duration, rep.CPUProfile) }()
+		// Profile each peak run: cpu-<stamp>.pprof for server batches,
+		// cpu-<stamp>-browser.pprof for beacons.
+		path := filepath.Join(o.out, "cpu-"+stamp+".pprof")
+		if sc.batch > 0 {
+			rep.CPUProfile = path
+		} else {
+			path = filepath.Join(o.out, "cpu-"+stamp+"-browser.pprof")
+			rep.CPUProfileBrowser = path
 		}
+		prof.Add(1)
+		go func() { defer prof.Done(); srv.profile(o.duration, path) }()
 		r := closedLoop(ctx, srv.url, sc, tr, o)
 		prof.Wait()
 		r.Target, r.ServerCores = "tagway", (srv.cpuSeconds()-cpu0)/r.Seconds
@@ -148,6 +160,11 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		if b := baselines["bare fasthttp 204"][sc.name]; b.RPS > 0 {
 			rep.Ratios[sc.name+": requests/s vs bare 204"] = r.RPS / b.RPS
 		}
+		// Let the consumers catch up with the closed loop's backlog first.
+		took, ok := waitDrained(srv.nats, o.drain)
+		r.DrainSeconds, r.Drained = took.Seconds(), ok
+		rep.Results[len(rep.Results)-1] = r
+		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
 		// Open loop at a share of this peak: latency without coordinated omission.
 		rate := r.RPS * o.openShare
 		fmt.Fprintf(log, "open loop: tagway, %s at %.0f requests/s…\n", sc.name, rate)
@@ -479,6 +496,9 @@ func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink\n",
 		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents)
 	for _, r := range rep.Results {
+		if r.Target == "tagway" && r.Mode == "closed" {
+			fmt.Fprintf(w, "closed loop, %s: the consumers caught up %.1f s after it (within --drain: %v)\n", r.Scenario, r.DrainSeconds, r.Drained)
+		}
 		if r.Lags == nil && r.Deltas == 0 {
 			continue
 		}

@@ -40,6 +40,7 @@ type options struct {
 	out       string
 	bin       string
 	segments  string
+	drain     time.Duration
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.Float64Var(&o.openShare, "open", 0.5, "open-loop rate as a share of Tagway's closed-loop peak")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON report and profiles")
 	fs.StringVar(&o.bin, "bin", "", "tagway binary (default: go build ./cmd/tagway)")
+	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait for the consumers to catch up between closed and open loop")
 	fs.StringVar(&o.segments, "segments", "segments/testdata/examples.yaml", "YAML with the segments: section to run (the README's 20 examples)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -217,3 +217,36 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 	}
 	return p99, n, lags
 }
+
+// waitDrained waits (at most limit) until every watched consumer has caught
+// up, so an open-loop run measures its own load, not the closed loop's
+// leftovers; it returns how long that took and whether it happened.
+func waitDrained(natsURL string, limit time.Duration) (time.Duration, bool) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return 0, false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, false
+	}
+	start := time.Now()
+	for time.Since(start) < limit {
+		behind := uint64(0)
+		for _, c := range watchedConsumers {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			cons, err := js.Consumer(ctx, c[0], c[1])
+			cancel()
+			if err == nil {
+				info := cons.CachedInfo()
+				behind += info.NumPending + uint64(info.NumAckPending)
+			}
+		}
+		if behind == 0 {
+			return time.Since(start), true
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return time.Since(start), false
+}
