@@ -431,6 +431,9 @@ func retryAfter(v string, now time.Time) time.Duration {
 
 // withAccessToken adds "access_token" to a JSON object body.
 func withAccessToken(body []byte, token string) []byte {
+	if b := bytes.TrimSpace(body); len(b) == 0 || b[0] != '{' {
+		body = []byte("{}")
+	}
 	tok, _ := json.Marshal(token)
 	out := make([]byte, 0, len(body)+len(tok)+20)
 	out = append(out, `{"access_token":`...)

@@ -253,6 +253,8 @@ func TestWithAccessToken(t *testing.T) {
 		{`{ "data":[1],"test_event_code":"X"}`, "EAAB", map[string]any{"access_token": "EAAB", "data": []any{1.0}, "test_event_code": "X"}},
 		{`{"data":[]}`, `we"ird\tok<en>`, map[string]any{"access_token": `we"ird\tok<en>`, "data": []any{}}},
 		{"{\n}", "é", map[string]any{"access_token": "é"}},
+		{``, "t", map[string]any{"access_token": "t"}}, // never panics on an empty body
+		{`  `, "t", map[string]any{"access_token": "t"}},
 	} {
 		out := withAccessToken([]byte(tc.body), tc.token)
 		var got map[string]any

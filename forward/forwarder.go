@@ -103,6 +103,8 @@ type Forwarder struct {
 	// counts their goroutines (Shutdown waits after the callbacks end).
 	inflight chan struct{}
 	routes   sync.WaitGroup
+	// httpClient is the client New made (nil when Deps gave one).
+	httpClient *http.Client
 
 	ccs    []jetstream.ConsumeContext
 	cancel context.CancelFunc // stops fetching (Shutdown)
@@ -129,12 +131,16 @@ func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	if d.HTTP == nil {
+	ownHTTP := d.HTTP == nil
+	if ownHTTP {
 		d.HTTP = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 			ForceAttemptHTTP2: true}}
 	}
 	f := &Forwarder{cfg: cfg, db: d.DB, js: d.JS, log: d.Logger.With("component", "forward"), now: d.Now,
 		inflight: make(chan struct{}, routeInFlight)}
+	if ownHTTP {
+		f.httpClient = d.HTTP // its idle connections are closed by Shutdown
+	}
 	f.m = newMetrics(d.Registry)
 	for i := range dests {
 		ds := dests[i]
@@ -233,6 +239,9 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		}
 		if f.abort != nil {
 			f.abort()
+		}
+		if f.httpClient != nil {
+			f.httpClient.CloseIdleConnections()
 		}
 	})
 	return err
