@@ -68,8 +68,9 @@ func (d *deliverer) payload(env *event.Envelope) (*nats.Msg, error) {
 	if err != nil && !errors.Is(err, ErrDropped) {
 		return nil, err
 	}
-	if err != nil { // built without the fields named; they are counted and logged by name
-		d.f.log.Info("payload built without unusable fields", "destination", d.d.Name, "event", env.Event, "fields", err.Error())
+	if err != nil { // built without the fields named (names, never values): counted, and logged at debug
+		d.m.dropped.Inc()
+		d.f.log.Debug("payload built without unusable fields", "destination", d.d.Name, "event", env.Event, "fields", err.Error())
 	}
 	return forwardMsg(d.d.Name, env, data), nil
 }

@@ -26,7 +26,8 @@
 // Metrics: tagway_forward_routed_total{outcome},
 // tagway_forward_published_total, _delivered_total, _retried_total,
 // _dead_lettered_total{reason}, _skipped_total{reason},
-// _requests_total{outcome} and _delivery_seconds, each by destination;
+// _requests_total{outcome}, _payloads_with_dropped_fields_total and
+// _delivery_seconds, each by destination;
 // tagway_forward_consumer_lag{consumer}; tagway_forward_enriched_identifiers_total.
 // Logs carry destination names and event names, never identifiers or
 // secrets (Secret prints as [redacted]).

@@ -3,7 +3,6 @@ package forward
 import (
 	"encoding/json"
 	"errors"
-	"os"
 	"slices"
 	"testing"
 
@@ -246,18 +245,7 @@ func FuzzMetaEvent(f *testing.F) {
 }
 
 func BenchmarkMetaEvent(b *testing.B) {
-	raw, err := os.ReadFile("testdata/payloads/CompletePayment.json")
-	if err != nil {
-		b.Fatal(err)
-	}
-	var g payloadGolden
-	var env event.Envelope
-	if err := json.Unmarshal(raw, &g); err != nil {
-		b.Fatal(err)
-	}
-	if err := json.Unmarshal(g.Envelope, &env); err != nil {
-		b.Fatal(err)
-	}
+	g, env := benchGolden(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := MetaEvent(&env, "Purchase", g.Hashed.Meta); err != nil {

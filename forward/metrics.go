@@ -13,15 +13,16 @@ type metrics struct {
 	dead      *prometheus.CounterVec // destination, reason: rejected, expired
 	skipped   *prometheus.CounterVec // destination, reason: consent_withdrawn
 	requests  *prometheus.CounterVec // destination, outcome: ok, retry, rejected
+	dropped   *prometheus.CounterVec // destination
 	latency   *prometheus.HistogramVec
 	lag       *prometheus.GaugeVec // consumer
 }
 
 // destMetrics are one destination's children.
 type destMetrics struct {
-	published, delivered, retried, deadRejected, deadExpired, skipped prometheus.Counter
-	reqOK, reqRetry, reqRejected                                      prometheus.Counter
-	latency                                                           prometheus.Observer
+	published, delivered, retried, deadRejected, deadExpired, skipped, dropped prometheus.Counter
+	reqOK, reqRetry, reqRejected                                               prometheus.Counter
+	latency                                                                    prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,6 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dead:      dv("tagway_forward_dead_lettered_total", "Conversions moved to tw.forward.dead.<destination>, by reason.", "reason"),
 		skipped:   dv("tagway_forward_skipped_total", "Conversions not delivered, by reason (consent withdrawn after acceptance).", "reason"),
 		requests:  dv("tagway_forward_requests_total", "Requests to the destination's API, by outcome.", "outcome"),
+		dropped:   dv("tagway_forward_payloads_with_dropped_fields_total", "Payloads built without property values that could not be sent (named in the debug log)."),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "tagway_forward_delivery_seconds",
 			Help:    "From the event's receipt to the API's acceptance (includes the hold).",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16)}, []string{"destination"}),
@@ -46,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Messages waiting for a forward consumer (pending + unacknowledged), sampled every 5s."}, []string{"consumer"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.routed, m.enriched, m.published, m.delivered, m.retried, m.dead, m.skipped, m.requests, m.latency, m.lag)
+		reg.MustRegister(m.routed, m.enriched, m.dropped, m.published, m.delivered, m.retried, m.dead, m.skipped, m.requests, m.latency, m.lag)
 	}
 	return m
 }
@@ -55,7 +57,7 @@ func (m *metrics) forDest(name string) *destMetrics {
 	return &destMetrics{
 		published: m.published.WithLabelValues(name), delivered: m.delivered.WithLabelValues(name),
 		retried: m.retried.WithLabelValues(name), deadRejected: m.dead.WithLabelValues(name, "rejected"),
-		deadExpired: m.dead.WithLabelValues(name, "expired"), skipped: m.skipped.WithLabelValues(name, "consent_withdrawn"),
+		deadExpired: m.dead.WithLabelValues(name, "expired"), dropped: m.dropped.WithLabelValues(name), skipped: m.skipped.WithLabelValues(name, "consent_withdrawn"),
 		reqOK: m.requests.WithLabelValues(name, "ok"), reqRetry: m.requests.WithLabelValues(name, "retry"),
 		reqRejected: m.requests.WithLabelValues(name, "rejected"), latency: m.latency.WithLabelValues(name),
 	}

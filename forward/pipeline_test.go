@@ -101,3 +101,18 @@ func TestWithdrawalOnTheCookieProfileStopsTheServerCopy(t *testing.T) {
 		t.Fatalf("audited skips: %v", p.consent.skipped)
 	}
 }
+
+// A property value that cannot be sent is left out, the conversion still
+// goes, and the drop is counted per destination.
+func TestUnusablePropertiesAreDroppedAndCounted(t *testing.T) {
+	p := newPipe(t)
+	p.publish(conv{name: "CompletePayment", id: "d1", anon: "b1", props: `{"value":"lots","currency":"EUR"}`})
+	p.publish(conv{name: "CompletePayment", id: "d2", anon: "b2"})
+	waitFor(t, 10*time.Second, "deliveries", func() bool { return p.tiktok.EventIDs()["d1"] == 1 && p.tiktok.EventIDs()["d2"] == 1 })
+	if n := p.metric("tagway_forward_payloads_with_dropped_fields_total", "destination", "tiktok"); n != 1 {
+		t.Fatalf("dropped-field payloads for tiktok: %v, want 1", n)
+	}
+	if props, _ := acceptedEvents(t, p.tiktok.Log())["d1"]["properties"].(map[string]any); props["value"] != nil || props["currency"] != "EUR" {
+		t.Fatalf("d1 properties: %v", props)
+	}
+}

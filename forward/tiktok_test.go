@@ -436,7 +436,9 @@ func FuzzTikTokEvent(f *testing.F) {
 	})
 }
 
-func BenchmarkTikTokEvent(b *testing.B) {
+// benchGolden loads the CompletePayment golden the payload benchmarks use.
+func benchGolden(b *testing.B) (payloadGolden, event.Envelope) {
+	b.Helper()
 	raw, err := os.ReadFile("testdata/payloads/CompletePayment.json")
 	if err != nil {
 		b.Fatal(err)
@@ -449,6 +451,11 @@ func BenchmarkTikTokEvent(b *testing.B) {
 	if err := json.Unmarshal(g.Envelope, &env); err != nil {
 		b.Fatal(err)
 	}
+	return g, env
+}
+
+func BenchmarkTikTokEvent(b *testing.B) {
+	g, env := benchGolden(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := TikTokEvent(&env, "Purchase", g.Hashed.TikTok); err != nil {

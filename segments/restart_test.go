@@ -55,21 +55,8 @@ func TestCrashBetweenPublishAndCommit(t *testing.T) {
 	r.send(ev{name: "AddToCart", anon: "k2"}, ev{name: "AddToCart", anon: "k1"})
 	last := r.e.Applied()
 	r.expect(want{"add", "cart_abandoners_7d", "a:k2", b, time.Time{}, "event AddToCart"}) // published
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for { // the next commit "crashes"
-		r.e.mu.Lock()
-		crashed := r.e.crashed
-		r.e.mu.Unlock()
-		if crashed {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("no crash")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	r.clk.Add(time.Second) // the replay happens later: a different "at"
+	waitCrashed(t, r)                                                                      // the next commit "crashes"
+	r.clk.Add(time.Second)                                                                 // the replay happens later: a different "at"
 	r.restart()
 	r.waitApplied(last) // redelivered after ack_wait and applied again
 	r.expect()          // the same add, dropped by TW_AUDIENCE's duplicate window
@@ -138,18 +125,7 @@ func TestDeliveredButUnappliedSurviveNewerAcks(t *testing.T) {
 	r.expect(want{"add", "cart_abandoners_7d", "a:d1", a, time.Time{}, ""})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for { // the commit "crashes"; from now on the engine applies nothing
-		r.e.mu.Lock()
-		crashed := r.e.crashed
-		r.e.mu.Unlock()
-		if crashed {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("no crash")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCrashed(t, r) // the commit "crashes"; from now on the engine applies nothing
 	// Delivered to the dead engine, never applied, never published.
 	lost := r.publishEvent(ctx, ev{name: "AddToCart", anon: "d2"})
 	waitDelivered(t, r, lost)
@@ -238,4 +214,23 @@ func counterValue(c interface{ Write(*dto.Metric) error }) float64 {
 	var m dto.Metric
 	_ = c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// waitCrashed waits until the engine's simulated crash (crashBeforeCommit)
+// has happened.
+func waitCrashed(t *testing.T, r *rig) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.e.mu.Lock()
+		crashed := r.e.crashed
+		r.e.mu.Unlock()
+		if crashed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no crash")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

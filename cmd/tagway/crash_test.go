@@ -44,11 +44,19 @@ func tagwayBinary(t *testing.T) string {
 	return buildOnce.path
 }
 
-// startProcess runs the tagway binary as its own process.
+// startProcess runs the tagway binary as its own process, in demo mode.
 func startProcess(t *testing.T, bin, dataDir string) (*exec.Cmd, endpoints) {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
-	cmd.Env = append(os.Environ(), "TAGWAY_DEMO_KEY=crash-key", "TAGWAY_CONFIG=")
+	return startProcessWith(t, bin, dataDir, []string{"TAGWAY_DEMO_KEY=crash-key", "TAGWAY_CONFIG="})
+}
+
+// startProcessWith runs `tagway serve` on loopback ports with env added to
+// the environment and extra arguments (--config FILE), killed at the end.
+func startProcessWith(t *testing.T, bin, dataDir string, env []string, extra ...string) (*exec.Cmd, endpoints) {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"serve", "--data", dataDir, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+		"--nats-listen", "127.0.0.1:0"}, extra...)...)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -45,18 +45,7 @@ destinations:
 		t.Fatal(err)
 	}
 	start := func() (*exec.Cmd, endpoints) {
-		cmd := exec.Command(bin, "serve", "--config", cfgFile, "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-			"--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
-		cmd.Env = append(os.Environ(), "TT_TOKEN=tok")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd, readBanner(t, out)
+		return startProcessWith(t, bin, filepath.Join(dir, "data"), []string{"TT_TOKEN=tok"}, "--config", cfgFile)
 	}
 	const batches, perBatch = 40, 20
 	body := func(b int) string {

@@ -52,17 +52,7 @@ segments:
 		t.Fatal(err)
 	}
 	start := func() (*exec.Cmd, endpoints) {
-		cmd := exec.Command(bin, "serve", "--config", cfgFile, "--data", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0",
-			"--admin-listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0")
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd, readBanner(t, out)
+		return startProcessWith(t, bin, filepath.Join(dir, "data"), nil, "--config", cfgFile)
 	}
 	// Batches of 20 server events; profile k gets one AddToCart and one
 	// PageView, so it belongs to both segments.
