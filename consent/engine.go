@@ -14,6 +14,7 @@ import (
 
 	"github.com/tagway/tagway/consent/audit"
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
 )
 
@@ -157,6 +158,9 @@ type Engine struct {
 	logger *slog.Logger
 	seed   maphash.Seed
 	locks  [256]sync.Mutex
+	// known holds every state key written (a Bloom filter): most
+	// profiles never signalled anything, and their lookups skip Badger.
+	known *kv.Filter
 }
 
 // NewEngine returns an engine. links may be nil; now may be nil.
@@ -171,7 +175,14 @@ func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{cfg: cfg, db: db, log: log, links: links, now: now, logger: logger.With("component", "consent"), seed: maphash.MakeSeed()}, nil
+	if db == nil {
+		return nil, errors.New("consent: a badger database is required")
+	}
+	known, _, err := kv.LoadFilter(db, []byte("c"), 1<<16, 0.01)
+	if err != nil {
+		return nil, fmt.Errorf("consent: %w", err)
+	}
+	return &Engine{cfg: cfg, db: db, log: log, links: links, now: now, logger: logger.With("component", "consent"), seed: maphash.MakeSeed(), known: known}, nil
 }
 
 // Config returns the engine's configuration after defaults.
@@ -240,6 +251,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		// showed three). Only a failed publish marks it pending (Published).
 		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At, Source: string(env.Source)}
 		b, _ := json.Marshal(st)
+		e.known.Add(stateKey(env.Site, profile))
 		err := e.log.AppendTx(func(txn *badger.Txn) error {
 			return txn.SetEntry(badger.NewEntry(stateKey(env.Site, profile), b).WithTTL(e.cfg.StateTTL.D()))
 		}, rec)
@@ -289,9 +301,13 @@ func (e *Engine) Published(o *Outcome, ok bool) error {
 }
 
 func (e *Engine) load(site, profile string) (*state, error) {
+	k := stateKey(site, profile)
+	if !e.known.MayContain(k) {
+		return nil, nil // never signalled
+	}
 	var st *state
 	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(stateKey(site, profile))
+		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -311,6 +327,7 @@ func (e *Engine) load(site, profile string) (*state, error) {
 
 func (e *Engine) store(site, profile string, st *state) error {
 	b, _ := json.Marshal(st)
+	e.known.Add(stateKey(site, profile))
 	err := e.db.Update(func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry(stateKey(site, profile), b).WithTTL(e.cfg.StateTTL.D()))
 	})

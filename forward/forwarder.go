@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // Streams, subjects and consumers (a contract: DESIGN.md).
@@ -99,6 +100,9 @@ type Forwarder struct {
 	m     *metrics
 	hold  time.Duration // the longest hold
 	idTTL time.Duration
+	// links holds every link key written (a Bloom filter): most
+	// conversions have no duplicate copy, and skip the read.
+	links *kv.Filter
 	// inflight holds a token per conversion awaiting its PubAcks; routes
 	// counts their goroutines (Shutdown waits after the callbacks end).
 	inflight chan struct{}
@@ -142,6 +146,14 @@ func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
 		f.httpClient = d.HTTP // its idle connections are closed by Shutdown
 	}
 	f.m = newMetrics(d.Registry)
+	if d.DB == nil {
+		return nil, errors.New("forward: a badger database is required")
+	}
+	links, _, err := kv.LoadFilter(d.DB, []byte("Fl"), 1<<16, 0.01)
+	if err != nil {
+		return nil, fmt.Errorf("forward: %w", err)
+	}
+	f.links = links
 	for i := range dests {
 		ds := dests[i]
 		if ds.token == "" && ds.secret == "" {
@@ -295,6 +307,7 @@ func (f *Forwarder) onLink(m jetstream.Msg) {
 		l.Aliases[event.AliasIP], l.Aliases[event.AliasUserAgent] = l.IP, l.UserAgent
 	}
 	k := linkKey(l.Site, l.Event, l.EventID)
+	f.links.Add(k)
 	err := f.db.Update(func(txn *badger.Txn) error {
 		have := map[string]string{}
 		if item, err := txn.Get(k); err == nil {
@@ -321,9 +334,13 @@ func (f *Forwarder) onLink(m jetstream.Msg) {
 // enrich fills the envelope's missing identifiers from the links learned
 // for it during the hold.
 func (f *Forwarder) enrich(env *event.Envelope) error {
+	k := linkKey(env.Site, env.Event, env.EventID)
+	if !f.links.MayContain(k) {
+		return nil // no other copy taught anything
+	}
 	var have map[string]string
 	err := f.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(linkKey(env.Site, env.Event, env.EventID))
+		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}

@@ -22,6 +22,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
 )
 
@@ -249,9 +250,12 @@ type Engine struct {
 	now  func() time.Time
 	m    *metrics
 
-	mu       sync.Mutex
-	cache    *simplelru.LRU[string, *state]
-	aliases  *simplelru.LRU[string, string]
+	mu      sync.Mutex
+	cache   *simplelru.LRU[string, *state]
+	aliases *simplelru.LRU[string, string]
+	// known holds every alias key ever written here (a Bloom filter), so
+	// the lookups of new identifiers — most of them — skip Badger.
+	known    *kv.Filter
 	dirty    map[string]*state
 	dead     map[string]bool // state keys to delete (merged away, erased)
 	idx      []idxOp         // index writes queued with the next flush
@@ -310,6 +314,16 @@ func New(cfg Config, prog *Program, d Deps) (*Engine, error) {
 		cache: cache, aliases: aliases, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
 		seg: map[string]*segStats{}, hist: map[string]*histogram{}, unacked: map[string]unacked{}, lastCommit: time.Now()}
 	e.m = newMetrics(d.Registry, e)
+	// Before anything can write an alias key (a rule change's recompute
+	// in Start, a batch): the filter must hold every key written.
+	known, took, err := kv.LoadFilter(d.DB, []byte("ga"), 1<<20, 0.01)
+	if err != nil {
+		return nil, fmt.Errorf("segments: %w", err)
+	}
+	e.known = known
+	if n, size := known.Stats(); n > 0 {
+		e.log.Info("alias filter loaded", "aliases", n, "bytes", size, "took", took.Round(time.Millisecond))
+	}
 	for _, s := range prog.Segments {
 		e.seg[s.Name] = &segStats{}
 		if len(s.tops) > 0 {

@@ -153,8 +153,14 @@ func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*sta
 func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 	k := string(aliasKey(site, kind, v))
 	if p, ok := e.aliases.Get(k); ok {
+		e.m.aliasCached.Inc()
 		return p, nil
 	}
+	if !e.known.MayContainString(k) {
+		e.m.aliasFiltered.Inc()
+		return "", nil // never written: a new identifier
+	}
+	e.m.aliasStore.Inc()
 	var p string
 	err := e.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get([]byte(k))
@@ -176,6 +182,7 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 
 func (e *Engine) setAlias(s *state, kind, v string) {
 	k := aliasKey(s.site, kind, v)
+	e.known.Add(k)
 	e.aliases.Add(string(k), s.id)
 	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
 	a := kind + v

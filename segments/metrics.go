@@ -20,6 +20,8 @@ type metrics struct {
 	errors        prometheus.Counter
 	publishErrors prometheus.Counter
 	batchSeconds  prometheus.Histogram
+	// alias lookups by where they were answered
+	aliasFiltered, aliasCached, aliasStore prometheus.Counter
 }
 
 // segCollector reports each segment's members and held-out counts; it reads
@@ -61,7 +63,11 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tagway_segments_batch_seconds",
 			Help: "Time to apply, store and publish one batch.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
+	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_alias_lookups_total",
+		Help: "Identifier → profile lookups, by where they were answered: filter (certainly new, no read), cache, or badger."}, []string{"answer"})
+	m.aliasFiltered, m.aliasCached, m.aliasStore = lookups.WithLabelValues("filter"), lookups.WithLabelValues("cache"), lookups.WithLabelValues("badger")
 	if reg != nil {
+		reg.MustRegister(lookups)
 		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.batchSeconds,
 			&segCollector{e: e,
 				members: prometheus.NewDesc("tagway_segment_members", "Profiles in the segment (published, not held out).", []string{"segment"}, nil),

@@ -41,6 +41,8 @@ type options struct {
 	bin       string
 	segments  string
 	drain     time.Duration
+	only      string
+	baselines bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -55,8 +57,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.bin, "bin", "", "tagway binary (default: go build ./cmd/tagway)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait for the consumers to catch up between closed and open loop")
 	fs.StringVar(&o.segments, "segments", "segments/testdata/examples.yaml", "YAML with the segments: section to run (the README's 20 examples)")
+	fs.StringVar(&o.only, "only", "", `run one scenario: "server" (batches of 20) or "browser" (beacons); default both`)
+	fs.BoolVar(&o.baselines, "baselines", true, "measure the baselines too (without them the report has no ratios)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	switch o.only {
+	case "", "server", "browser":
+	default:
+		return fmt.Errorf(`--only: %q is not "server" or "browser"`, o.only)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err
@@ -74,7 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\nreport: %s\ncpu profile: %s (go tool pprof %s)\n", path, rep.CPUProfile, rep.CPUProfile)
+	fmt.Fprintf(stdout, "\nreport: %s\ncpu profiles: %s, %s\nheap profile: %s (go tool pprof -sample_index=alloc_space %s)\n",
+		path, rep.CPUProfile, rep.CPUProfileBrowser, rep.HeapProfile, rep.HeapProfile)
 	return nil
 }
 

@@ -62,8 +62,10 @@ func TestLoadSmoke(t *testing.T) {
 	if timed == 0 {
 		t.Error("no event → delta latency was timed")
 	}
-	if st, err := os.Stat(rep.CPUProfile); err != nil || st.Size() == 0 {
-		t.Fatalf("cpu profile %s: %v", rep.CPUProfile, err)
+	for _, p := range []string{rep.CPUProfile, rep.CPUProfileBrowser, rep.HeapProfile} {
+		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+			t.Fatalf("profile %q: %v", p, err)
+		}
 	}
 }
 

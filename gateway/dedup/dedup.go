@@ -43,6 +43,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
 )
 
@@ -130,9 +131,12 @@ var ErrClaimWait = errors.New("dedup: waiting for a concurrent copy timed out")
 
 // Store is the dedup state: a hot LRU in front of Badger.
 type Store struct {
-	cfg    Config
-	db     *badger.DB
-	hot    *lru.Cache[string, *record]
+	cfg Config
+	db  *badger.DB
+	hot *lru.Cache[string, *record]
+	// links holds every link key written (a Bloom filter): Profile skips
+	// Badger for identifiers never linked.
+	links  *kv.Filter
 	shards [256]shard
 	seed   maphash.Seed
 	now    func() time.Time
@@ -184,7 +188,12 @@ func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.T
 	if err != nil {
 		return nil, fmt.Errorf("dedup: %w", err)
 	}
-	s := &Store{cfg: cfg, db: db, hot: hot, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
+	// Before anything writes a link: the filter must hold every link key.
+	links, _, err := kv.LoadFilter(db, []byte("l"), 1<<16, 0.01)
+	if err != nil {
+		return nil, fmt.Errorf("dedup: %w", err)
+	}
+	s := &Store{cfg: cfg, db: db, hot: hot, links: links, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
 	for i := range s.shards {
 		s.shards[i].pending = map[string]*claim{}
 	}
@@ -391,7 +400,9 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 		b.queueRecord(v.key, v.rec)
 		ttl := s.cfg.IdentityTTL.D()
 		for kind, value := range v.Link.Aliases {
-			b.writes = append(b.writes, badger.NewEntry(linkKey(v.Link.Site, kind, value), []byte(v.Link.Profile)).WithTTL(ttl))
+			k := linkKey(v.Link.Site, kind, value)
+			s.links.Add(k)
+			b.writes = append(b.writes, badger.NewEntry(k, []byte(v.Link.Profile)).WithTTL(ttl))
 		}
 		s.m.links.Inc()
 		v.rec = nil
@@ -457,9 +468,13 @@ func (b *Batch) write() error {
 
 // Profile returns the profile an identifier was linked to, or "".
 func (s *Store) Profile(site, kind, value string) (string, error) {
+	k := linkKey(site, kind, value)
+	if !s.links.MayContain(k) {
+		return "", nil // never linked: no read (most identifiers)
+	}
 	var p string
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(linkKey(site, kind, value))
+		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}

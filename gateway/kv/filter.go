@@ -1,0 +1,124 @@
+package kv
+
+import (
+	"fmt"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Filter is a Bloom filter over one key space of the store: "certainly
+// absent" lets a lookup of a key never written skip Badger, which is most
+// lookups when traffic brings new profiles (a Badger miss still searches
+// every memtable and the level-0 tables). A "maybe" falls through to
+// Badger, so a false positive costs only the lookup the filter did not save.
+//
+// It is correct only if every write of a key in its space is also Added
+// (before or with the write). Deleted and expired keys stay in it: they are
+// false positives, never wrong answers. When the keys added outgrow its
+// capacity it chains a filter for twice as many at half the rate, so the
+// false-positive rate stays below twice the configured one; a restart sizes one
+// filter for what the store holds.
+//
+// A Filter is safe for concurrent use.
+type Filter struct {
+	mu    sync.RWMutex
+	fs    []*bloom.BloomFilter
+	room  uint    // keys the newest filter takes before the next one is chained
+	tight float64 // the newest filter's rate
+	added uint
+}
+
+// NewFilter makes an empty filter for about capacity keys at false-positive
+// rate fp (e.g. 0.01).
+func NewFilter(capacity uint, fp float64) *Filter {
+	capacity = max(capacity, 1024)
+	return &Filter{fs: []*bloom.BloomFilter{bloom.NewWithEstimates(capacity, fp)}, room: capacity, tight: fp}
+}
+
+// Add records that key may exist.
+func (f *Filter) Add(key []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.room == 0 {
+		// Twice the keys at half the rate: the chain's rate stays
+		// below 2 fp however far it grows (a scalable Bloom filter).
+		f.tight /= 2
+		last := f.fs[len(f.fs)-1]
+		n := 2 * uint(float64(last.Cap())/bitsPerKey(2*f.tight))
+		f.fs = append(f.fs, bloom.NewWithEstimates(n, f.tight))
+		f.room = n
+	}
+	f.fs[len(f.fs)-1].Add(key)
+	f.room--
+	f.added++
+}
+
+// MayContain is false only when key was never added.
+func (f *Filter) MayContain(key []byte) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, b := range f.fs {
+		if b.Test(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// MayContainString is MayContain for a string key, without a copy.
+func (f *Filter) MayContainString(key string) bool {
+	return f.MayContain(unsafeBytes(key))
+}
+
+// Stats reports the keys added since the filter was made and its size.
+func (f *Filter) Stats() (keys uint, bytes uint) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, b := range f.fs {
+		bytes += b.Cap() / 8
+	}
+	return f.added, bytes
+}
+
+// bitsPerKey is what NewWithEstimates allocates per key at rate fp.
+func bitsPerKey(fp float64) float64 {
+	m, _ := bloom.EstimateParameters(1_000_000, fp)
+	return float64(m) / 1_000_000
+}
+
+// LoadFilter makes a filter holding every live key under prefix in db,
+// sized for twice as many (at least minCapacity), at rate fp. It reads keys
+// only, in two passes (count, then add). Call it before anything writes the
+// key space: a key written during the scan may be missed.
+func LoadFilter(db *badger.DB, prefix []byte, minCapacity uint, fp float64) (*Filter, time.Duration, error) {
+	start := time.Now()
+	scan := func(fn func(key []byte)) error {
+		return db.View(func(txn *badger.Txn) error {
+			opts := badger.DefaultIteratorOptions
+			opts.PrefetchValues = false
+			opts.Prefix = prefix
+			it := txn.NewIterator(opts)
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				fn(it.Item().Key())
+			}
+			return nil
+		})
+	}
+	n := uint(0)
+	if err := scan(func([]byte) { n++ }); err != nil {
+		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefix, err)
+	}
+	f := NewFilter(max(2*n, minCapacity), fp)
+	if err := scan(f.Add); err != nil {
+		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefix, err)
+	}
+	return f, time.Since(start), nil
+}
+
+// unsafeBytes views s as bytes for a call that only reads them.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }

@@ -1,0 +1,73 @@
+package kv
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Every key added answers "maybe", across the filter's growth, and keys
+// never added mostly answer "absent" (near the configured rate).
+func TestFilterNoFalseNegativesAcrossGrowth(t *testing.T) {
+	f := NewFilter(1024, 0.01)
+	const n = 50_000 // 48 times the first filter's capacity
+	for i := range n {
+		f.Add(fmt.Appendf(nil, "ga-site\x00p%d", i))
+	}
+	for i := range n {
+		if !f.MayContain(fmt.Appendf(nil, "ga-site\x00p%d", i)) {
+			t.Fatalf("key %d added but reported absent", i)
+		}
+	}
+	fp := 0
+	for i := range 100_000 {
+		if f.MayContainString(fmt.Sprintf("ga-site\x00q%d", i)) {
+			fp++
+		}
+	}
+	// Six chained filters at 1, 0.5, 0.25 … %: below 2 %.
+	if rate := float64(fp) / 100_000; rate > 0.02 {
+		t.Fatalf("false-positive rate %.3f", rate)
+	}
+	if keys, size := f.Stats(); keys != n || size == 0 {
+		t.Fatalf("stats: %d keys, %d bytes", keys, size)
+	}
+}
+
+// LoadFilter holds every key of its prefix that the store holds, and is
+// sized from them (keys of other prefixes mostly absent).
+func TestLoadFilter(t *testing.T) {
+	s, err := Open(t.TempDir(), Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wb := s.DB().NewWriteBatch()
+	for i := range 20_000 {
+		_ = wb.Set(fmt.Appendf(nil, "ga%d", i), []byte("x"))
+		_ = wb.Set(fmt.Appendf(nil, "gs%d", i), []byte("x"))
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.DB().Update(func(txn *badger.Txn) error { return txn.Delete([]byte("ga7")) })
+	f, _, err := LoadFilter(s.DB(), []byte("ga"), 0, 0.01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20_000 {
+		if i != 7 && !f.MayContain(fmt.Appendf(nil, "ga%d", i)) {
+			t.Fatalf("ga%d is in the store but reported absent", i)
+		}
+	}
+	other := 0
+	for i := range 20_000 {
+		if f.MayContain(fmt.Appendf(nil, "gs%d", i)) {
+			other++
+		}
+	}
+	if keys, _ := f.Stats(); keys != 19_999 || other > 400 {
+		t.Fatalf("loaded %d keys (want 19999); %d of 20000 other keys reported present", keys, other)
+	}
+}
