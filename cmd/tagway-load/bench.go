@@ -46,10 +46,14 @@ type Result struct {
 	DeltaP99ms float64 `json:"delta_p99_ms,omitempty"`
 	// Closed loop against tagway: how long the consumers took to catch up
 	// after it (and whether they did within --drain).
-	DrainSeconds float64        `json:"drain_seconds,omitempty"`
-	Drained      bool           `json:"drained,omitempty"`
-	Deltas       int            `json:"deltas_timed,omitempty"`
-	Lags         map[string]Lag `json:"consumer_lag,omitempty"`
+	DrainSeconds float64 `json:"drain_seconds,omitempty"`
+	Drained      bool    `json:"drained,omitempty"`
+	// CPUPerEventUS is the server's CPU time from the start of the closed
+	// loop until its consumers caught up, per event: what the whole
+	// pipeline costs an event, steadier than a rate on a shared box.
+	CPUPerEventUS float64        `json:"cpu_per_event_us,omitempty"`
+	Deltas        int            `json:"deltas_timed,omitempty"`
+	Lags          map[string]Lag `json:"consumer_lag,omitempty"`
 }
 
 // Report is the whole run.
@@ -137,7 +141,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		return nil, err
 	}
 	defer sk.stop()
-	extra, nseg, err := pipelineConfig(o.segments, sk.url)
+	extra, nseg, err := pipelineConfig(o.segments, sk.url, o.hold)
 	if err != nil {
 		return nil, err
 	}
@@ -177,9 +181,18 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		if b := baselines["bare fasthttp 204"][sc.name]; b.RPS > 0 {
 			rep.Ratios[sc.name+": requests/s vs bare 204"] = r.RPS / b.RPS
 		}
-		// Let the consumers catch up with the closed loop's backlog first.
+		// Let the consumers catch up with the closed loop's backlog first,
+		// profiling the catch-up too (cpu-<stamp>[-browser]-catchup.pprof):
+		// the peak run's profile shows the edge, this one the consumers.
+		catchup := strings.TrimSuffix(path, ".pprof") + "-catchup.pprof"
+		prof.Add(1)
+		go func() { defer prof.Done(); srv.profile(o.duration, catchup) }()
 		took, ok := waitDrained(srv.nats, o.drain)
+		prof.Wait()
 		r.DrainSeconds, r.Drained = took.Seconds(), ok
+		if r.Events > 0 {
+			r.CPUPerEventUS = (srv.cpuSeconds() - cpu0) / float64(r.Events) * 1e6
+		}
 		rep.Results[len(rep.Results)-1] = r
 		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
 		// Open loop at a share of this peak: latency without coordinated omission.
@@ -537,7 +550,11 @@ func printReport(w io.Writer, rep *Report) {
 		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents)
 	for _, r := range rep.Results {
 		if r.Target == "tagway" {
-			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)\n", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)
+			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)
+			if r.CPUPerEventUS > 0 {
+				fmt.Fprintf(w, "; server CPU %.0f µs per event, catch-up included", r.CPUPerEventUS)
+			}
+			fmt.Fprintln(w)
 		}
 		if r.Lags == nil && r.Deltas == 0 {
 			continue

@@ -42,6 +42,7 @@ type options struct {
 	segments  string
 	drain     time.Duration
 	only      string
+	hold      time.Duration
 	baselines bool
 }
 
@@ -58,6 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait for the consumers to catch up between closed and open loop")
 	fs.StringVar(&o.segments, "segments", "segments/testdata/examples.yaml", "YAML with the segments: section to run (the README's 20 examples)")
 	fs.StringVar(&o.only, "only", "", `run one scenario: "server" (batches of 20) or "browser" (beacons); default both`)
+	fs.DurationVar(&o.hold, "hold", 2*time.Second, "the TikTok destination's hold (how long a conversion waits for its other copy)")
 	fs.BoolVar(&o.baselines, "baselines", true, "measure the baselines too (without them the report has no ratios)")
 	if err := fs.Parse(args); err != nil {
 		return err

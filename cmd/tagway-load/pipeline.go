@@ -28,7 +28,7 @@ import (
 
 // pipelineConfig is the YAML appended to the bench config: the segments
 // (indented under a `segments:` key in the file) and the destination.
-func pipelineConfig(segmentsFile, sinkURL string) (string, int, error) {
+func pipelineConfig(segmentsFile, sinkURL string, hold time.Duration) (string, int, error) {
 	raw, err := os.ReadFile(segmentsFile)
 	if err != nil {
 		return "", 0, fmt.Errorf("--segments: %w (run from the repository root, or name the file)", err)
@@ -36,7 +36,7 @@ func pipelineConfig(segmentsFile, sinkURL string) (string, int, error) {
 	// The hold is short so conversions flow within a 10 s run (the default
 	// is dedup.merge_window, 5 minutes, during which they wait in JetStream).
 	yml := string(raw) + `destinations:
-  - {name: tiktok, type: tiktok, base_url: "` + sinkURL + `", pixel_code: BENCH, access_token_env: TAGWAY_LOAD_TIKTOK_TOKEN, hold: 2s}
+  - {name: tiktok, type: tiktok, base_url: "` + sinkURL + `", pixel_code: BENCH, access_token_env: TAGWAY_LOAD_TIKTOK_TOKEN, hold: ` + hold.String() + `}
 `
 	return yml, strings.Count(string(raw), "name: "), nil
 }

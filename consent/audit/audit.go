@@ -39,7 +39,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -197,6 +199,10 @@ type Log struct {
 	db  *badger.DB
 	mu  sync.Mutex // serialises appends and pruning
 	now func() time.Time
+
+	qmu   sync.Mutex // guards queue
+	queue []*appendReq
+	txns  atomic.Int64 // transactions commitGroup ran (tests)
 }
 
 // New opens the log on db. now may be nil (time.Now).
@@ -224,52 +230,122 @@ func (l *Log) Append(recs ...*Record) error { return l.AppendTx(nil, recs...) }
 
 // AppendTx is Append with extra writes (a caller's own state) in the same
 // transaction: both land or neither does.
+//
+// The chain makes appends sequential, so concurrent callers are committed
+// together (group commit): whoever holds the writer lock takes every
+// append queued behind it, up to maxGroup, into one Badger transaction.
+// The load test's beacon profile showed the server idle at ~4 k requests/s
+// with requests queued on this lock, one Badger commit round trip each. A
+// group that fails is retried one append at a time, so one caller's bad
+// write fails only that caller.
 func (l *Log) AppendTx(extra func(txn *badger.Txn) error, recs ...*Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.db.Update(func(txn *badger.Txn) error {
-		if extra != nil {
-			if err := extra(txn); err != nil {
+	req := &appendReq{extra: extra, recs: recs, done: make(chan error, 1), refs: make([]string, len(recs))}
+	for i, r := range recs {
+		req.refs[i] = r.ProfileRef
+	}
+	l.qmu.Lock()
+	l.queue = append(l.queue, req)
+	l.qmu.Unlock()
+	for {
+		l.mu.Lock()
+		select {
+		case err := <-req.done: // committed by the holder before us
+			l.mu.Unlock()
+			return err
+		default:
+		}
+		l.qmu.Lock()
+		n := min(len(l.queue), maxGroup)
+		group := slices.Clone(l.queue[:n])
+		l.queue = append(l.queue[:0], l.queue[n:]...)
+		l.qmu.Unlock()
+		l.commitGroup(group)
+		l.mu.Unlock()
+	}
+}
+
+// appendReq is one AppendTx waiting for its group.
+type appendReq struct {
+	extra func(txn *badger.Txn) error
+	recs  []*Record
+	refs  []string // the records' ProfileRef as given: a failed try's must not stay
+	done  chan error
+}
+
+// maxGroup bounds the appends in one transaction (Badger limits a
+// transaction's size).
+const maxGroup = 128
+
+// commitGroup commits the group in one transaction, or, when that fails
+// and there is more than one, each alone. Called with mu held.
+func (l *Log) commitGroup(group []*appendReq) {
+	l.txns.Add(1)
+	err := l.db.Update(func(txn *badger.Txn) error {
+		for _, r := range group {
+			if err := l.appendIn(txn, r); err != nil {
 				return err
 			}
 		}
-		h := head{Hash: genesis}
-		if _, err := getJSON(txn, headKey, &h); err != nil {
-			return fmt.Errorf("audit: reading head: %w", err)
-		}
-		for _, r := range recs {
-			r.Seq, r.Prev = h.Seq+1, h.Hash
-			if r.At == 0 {
-				r.At = l.now().UnixMilli()
-			}
-			if r.Profile != "" && r.ProfileRef == "" {
-				ref, err := profileRef(txn, r.Site, r.Profile, true)
-				if err != nil {
-					return fmt.Errorf("audit: profile key: %w", err)
-				}
-				r.ProfileRef = ref
-			}
-			hash, err := hashOf(*r)
-			if err != nil {
-				return err
-			}
-			r.Hash = hash
-			stored := *r
-			stored.Profile = ""
-			b, _ := json.Marshal(stored)
-			if err := txn.Set(recordKey(r.Seq), b); err != nil {
-				return err
-			}
-			if r.ProfileRef != "" && r.Kind != KindErasure {
-				if err := txn.Set(indexKey(r.ProfileRef, r.Seq), nil); err != nil {
-					return err
-				}
-			}
-			h = head{Seq: r.Seq, Hash: r.Hash}
-		}
-		b, _ := json.Marshal(h)
-		return txn.Set(headKey, b)
+		return nil
 	})
+	if err == nil || len(group) == 1 {
+		for _, r := range group {
+			r.done <- err
+		}
+		return
+	}
+	for _, r := range group {
+		l.txns.Add(1)
+		r.done <- l.db.Update(func(txn *badger.Txn) error { return l.appendIn(txn, r) })
+	}
+}
+
+// appendIn writes one append's extra writes and records, chained to the
+// head as the transaction sees it.
+func (l *Log) appendIn(txn *badger.Txn, req *appendReq) error {
+	if req.extra != nil {
+		if err := req.extra(txn); err != nil {
+			return err
+		}
+	}
+	h := head{Hash: genesis}
+	if _, err := getJSON(txn, headKey, &h); err != nil {
+		return fmt.Errorf("audit: reading head: %w", err)
+	}
+	for i, r := range req.recs {
+		// A ref made by a transaction that then failed was never stored.
+		r.ProfileRef = req.refs[i]
+		r.Seq, r.Prev = h.Seq+1, h.Hash
+		if r.At == 0 {
+			r.At = l.now().UnixMilli()
+		}
+		if r.Profile != "" && r.ProfileRef == "" {
+			ref, err := profileRef(txn, r.Site, r.Profile, true)
+			if err != nil {
+				return fmt.Errorf("audit: profile key: %w", err)
+			}
+			r.ProfileRef = ref
+		}
+		hash, err := hashOf(*r)
+		if err != nil {
+			return err
+		}
+		r.Hash = hash
+		stored := *r
+		stored.Profile = ""
+		b, _ := json.Marshal(stored)
+		if err := txn.Set(recordKey(r.Seq), b); err != nil {
+			return err
+		}
+		if r.ProfileRef != "" && r.Kind != KindErasure {
+			if err := txn.Set(indexKey(r.ProfileRef, r.Seq), nil); err != nil {
+				return err
+			}
+		}
+		h = head{Seq: r.Seq, Hash: r.Hash}
+	}
+	b, _ := json.Marshal(h)
+	return txn.Set(headKey, b)
 }
 
 // Verify recomputes the chain from the checkpoint (or the first record) to

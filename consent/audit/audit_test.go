@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,4 +233,82 @@ func TestPruneKeepsTheChainVerifiable(t *testing.T) {
 	if v, err := l.Verify(); err != nil || v != 1 {
 		t.Fatalf("verify the last: %d %v", v, err)
 	}
+}
+
+// Concurrent appends are committed in groups, and the chain stays whole:
+// every append that succeeded is on it once, in order, with its caller's
+// extra writes; one caller's failing extra write fails only that caller.
+func TestConcurrentAppendsGroupCommit(t *testing.T) {
+	l, db, _ := openLog(t)
+	const callers, each = 32, 25
+	errBad := errors.New("bad extra write")
+	var wg sync.WaitGroup
+	failed := make([]bool, callers*each)
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				n := g*each + i
+				key := fmt.Appendf(nil, "x%d", n)
+				err := l.AppendTx(func(txn *badger.Txn) error {
+					if err := txn.Set(key, []byte("v")); err != nil {
+						return err
+					}
+					if n%37 == 5 {
+						return errBad
+					}
+					return nil
+				}, &Record{Kind: KindConsent, Site: "shop", Profile: fmt.Sprintf("a:p%d", g), Data: []byte(`{}`)})
+				switch {
+				case n%37 == 5 && !errors.Is(err, errBad):
+					t.Errorf("append %d: err %v, want the extra write's error", n, err)
+				case n%37 != 5 && err != nil:
+					t.Errorf("append %d: %v", n, err)
+				}
+				failed[n] = err != nil
+			}
+		}()
+	}
+	wg.Wait()
+	ok := 0
+	for n, f := range failed {
+		var found bool
+		_ = db.View(func(txn *badger.Txn) error {
+			_, err := txn.Get(fmt.Appendf(nil, "x%d", n))
+			found = err == nil
+			return nil
+		})
+		if found == f {
+			t.Errorf("append %d: failed %v, its extra write stored %v", n, f, found)
+		}
+		if !f {
+			ok++
+		}
+	}
+	n, err := l.Verify()
+	if err != nil || n != ok {
+		t.Fatalf("verify: %d records, %v; want %d", n, err, ok)
+	}
+	perProfile := 0
+	if err := l.Query("shop", "a:p3", time.Time{}, time.Now().Add(time.Hour), func(*Record) error { perProfile++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if want := each - countFailed(failed[3*each:4*each]); perProfile != want {
+		t.Fatalf("profile a:p3: %d records, want %d", perProfile, want)
+	}
+	if txns := l.txns.Load(); txns >= callers*each {
+		t.Fatalf("%d transactions for %d appends: no group commit", txns, callers*each)
+	}
+	t.Logf("%d appends in %d transactions", callers*each, l.txns.Load())
+}
+
+func countFailed(f []bool) int {
+	n := 0
+	for _, x := range f {
+		if x {
+			n++
+		}
+	}
+	return n
 }
