@@ -74,6 +74,9 @@ type Report struct {
 	Segments    int    `json:"segments"`
 	// SinkEvents is how many conversions reached the TikTok sink.
 	SinkEvents int64 `json:"sink_events"`
+	// ServerCopies is how many server events were the copy of a browser
+	// purchase tagway had received (dedup hits).
+	ServerCopies int64 `json:"server_copies"`
 }
 
 type scenario struct {
@@ -152,7 +155,14 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 	}
 	defer srv.stop()
 	tr.times = newSendTimes(o.profiles)
+	tr.keep = true // from here on, browser purchases are the server's to copy
 	for _, sc := range o.scenarios() {
+		if sc.batch > 0 {
+			// Server copies must be of purchases tagway has seen.
+			n := seedPurchases(ctx, srv.url, tr, o)
+			took, ok := waitDrained(srv.nats, o.drain, log)
+			fmt.Fprintf(log, "seeded %d browser purchases for server copies; consumers caught up: %v after %s\n", n, ok, took.Round(time.Millisecond))
+		}
 		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
 		cpu0 := srv.cpuSeconds()
 		var prof sync.WaitGroup
@@ -187,7 +197,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		catchup := strings.TrimSuffix(path, ".pprof") + "-catchup.pprof"
 		prof.Add(1)
 		go func() { defer prof.Done(); srv.profile(o.duration, catchup) }()
-		took, ok := waitDrained(srv.nats, o.drain)
+		took, ok := waitDrained(srv.nats, o.drain, log)
 		prof.Wait()
 		r.DrainSeconds, r.Drained = took.Seconds(), ok
 		if r.Events > 0 {
@@ -206,7 +216,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		p99, n, lags := w.finish()
 		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags
 		// The next scenario's peak must not pay for this one's backlog.
-		took, ok = waitDrained(srv.nats, o.drain)
+		took, ok = waitDrained(srv.nats, o.drain, log)
 		ol.DrainSeconds, ol.Drained = took.Seconds(), ok
 		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
 		rep.Results = append(rep.Results, ol)
@@ -215,9 +225,42 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 	rep.HeapProfile = filepath.Join(o.out, "heap-"+stamp+".pprof")
 	srv.heapProfile(rep.HeapProfile)
 	rep.SinkEvents = sk.events.Load()
+	rep.ServerCopies = tr.copies.Load()
 	rep.PeakRSSMiB = srv.peakRSS() / (1 << 20)
 	rep.BadgerMiB = dirSize(filepath.Join(srv.data, "badger")) / (1 << 20)
 	return rep, nil
+}
+
+// seedPurchases sends tagway browser beacons of 5 purchases, enough for
+// ~20 % of the server events of a closed and an open loop at up to 30 k
+// events/s to be a copy of one. It returns how many it sent.
+func seedPurchases(ctx context.Context, url string, tr *traffic, o options) int {
+	want := int(9000 * o.duration.Seconds())
+	client := &fasthttp.Client{MaxConnsPerHost: o.conns * 2, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < o.conns; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w)+5000, uint64(time.Now().UnixNano())))
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for sent.Add(5) <= int64(want) && ctx.Err() == nil {
+				body, anon := tr.purchaseBeacon(r, 5)
+				req.Reset()
+				req.Header.SetMethod("POST")
+				req.SetRequestURI(url + "/e")
+				req.Header.SetContentType("text/plain;charset=UTF-8")
+				req.Header.SetCookie("_tw_id", anon)
+				req.SetBodyString(body)
+				_ = client.Do(req, resp)
+			}
+		}(w)
+	}
+	wg.Wait()
+	return want
 }
 
 func newRequest(url string, sc scenario, tr *traffic, r *rand.Rand, req *fasthttp.Request) int {
@@ -546,8 +589,8 @@ func printReport(w io.Writer, rep *Report) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "%-55s %5.0f %%\n", k, rep.Ratios[k]*100)
 	}
-	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink\n",
-		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents)
+	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink; %d server events copied a browser purchase\n",
+		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents, rep.ServerCopies)
 	for _, r := range rep.Results {
 		if r.Target == "tagway" {
 			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)

@@ -50,6 +50,9 @@ func TestLoadSmoke(t *testing.T) {
 	if rep.Segments != 20 || rep.SinkEvents == 0 {
 		t.Fatalf("the pipeline: %d segments, %d conversions at the TikTok sink", rep.Segments, rep.SinkEvents)
 	}
+	if rep.ServerCopies == 0 {
+		t.Fatal("no server event copied a browser purchase tagway had received: no dedup hits")
+	}
 	timed := 0
 	for _, r := range rep.Results {
 		if r.Target == "tagway" && r.Mode == "open" {

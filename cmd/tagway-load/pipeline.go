@@ -221,7 +221,7 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 // waitDrained waits (at most limit) until every watched consumer has caught
 // up, so an open-loop run measures its own load, not the closed loop's
 // leftovers; it returns how long that took and whether it happened.
-func waitDrained(natsURL string, limit time.Duration) (time.Duration, bool) {
+func waitDrained(natsURL string, limit time.Duration, log io.Writer) (time.Duration, bool) {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return 0, false
@@ -231,20 +231,27 @@ func waitDrained(natsURL string, limit time.Duration) (time.Duration, bool) {
 	if err != nil {
 		return 0, false
 	}
-	start := time.Now()
+	start, said := time.Now(), time.Now()
 	for time.Since(start) < limit {
 		behind := uint64(0)
+		var each []string
 		for _, c := range watchedConsumers {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			cons, err := js.Consumer(ctx, c[0], c[1])
 			cancel()
 			if err == nil {
 				info := cons.CachedInfo()
-				behind += info.NumPending + uint64(info.NumAckPending)
+				n := info.NumPending + uint64(info.NumAckPending)
+				behind += n
+				each = append(each, fmt.Sprintf("%s %d", c[1], n))
 			}
 		}
 		if behind == 0 {
 			return time.Since(start), true
+		}
+		if time.Since(said) >= 5*time.Second {
+			fmt.Fprintf(log, "  catching up: %s\n", strings.Join(each, ", "))
+			said = time.Now()
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
