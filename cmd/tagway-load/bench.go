@@ -68,8 +68,9 @@ type Report struct {
 	CPUProfile string             `json:"cpu_profile"`
 	// CPUProfileBrowser is the profile of the beacons' peak run.
 	CPUProfileBrowser string `json:"cpu_profile_browser"`
-	// HeapProfile is taken at the end: alloc_space is what the whole run
-	// allocated, inuse_space what the server holds after 1 M profiles.
+	// HeapProfile is taken at the end of the server batches' open loop
+	// (heap-<stamp>-browser.pprof at the beacons'): alloc_space is what
+	// the run allocated so far, inuse_space what the server holds.
 	HeapProfile string `json:"heap_profile"`
 	Segments    int    `json:"segments"`
 	// SinkEvents is how many conversions reached the TikTok sink.
@@ -215,15 +216,21 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		ol := openLoop(ctx, srv.url, sc, tr, o, rate)
 		p99, n, lags := w.finish()
 		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags
+		// The heap at the open loop's end, when the backlog is largest.
+		heap := filepath.Join(o.out, "heap-"+stamp+".pprof")
+		if sc.batch == 0 {
+			heap = filepath.Join(o.out, "heap-"+stamp+"-browser.pprof")
+		}
+		srv.heapProfile(heap)
+		if rep.HeapProfile == "" || sc.batch > 0 {
+			rep.HeapProfile = heap
+		}
 		// The next scenario's peak must not pay for this one's backlog.
 		took, ok = waitDrained(srv.nats, o.drain, log)
 		ol.DrainSeconds, ol.Drained = took.Seconds(), ok
 		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
 		rep.Results = append(rep.Results, ol)
 	}
-	// What the run allocated, and what it holds at the end.
-	rep.HeapProfile = filepath.Join(o.out, "heap-"+stamp+".pprof")
-	srv.heapProfile(rep.HeapProfile)
 	rep.SinkEvents = sk.events.Load()
 	rep.ServerCopies = tr.copies.Load()
 	rep.PeakRSSMiB = srv.peakRSS() / (1 << 20)
