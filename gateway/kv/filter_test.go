@@ -71,3 +71,20 @@ func TestLoadFilter(t *testing.T) {
 		t.Fatalf("loaded %d keys (want 19999); %d of 20000 other keys reported present", keys, other)
 	}
 }
+
+// The cost a lookup of a new key pays instead of a Badger read.
+func BenchmarkFilterMayContain(b *testing.B) {
+	f := NewFilter(1<<20, 0.01)
+	for i := range 1 << 20 {
+		f.Add(fmt.Appendf(nil, "ga-site\x00p%d", i))
+	}
+	keys := make([][]byte, 4096)
+	for i := range keys {
+		keys[i] = fmt.Appendf(nil, "ga-site\x00q%d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		f.MayContain(keys[i%len(keys)])
+	}
+}
