@@ -613,7 +613,8 @@ func printReport(w io.Writer, rep *Report) {
 		names := slices.Sorted(maps.Keys(r.Lags))
 		for _, c := range names {
 			l := r.Lags[c]
-			fmt.Fprintf(w, "  consumer %-18s backlog max %d, mean %.0f then %.0f (first, second half), last %d\n", c, l.Max, l.FirstHalf, l.SecondHalf, l.Last)
+			fmt.Fprintf(w, "  consumer %-18s backlog max %d, mean %.0f then %.0f (first, second half), last %d; not delivered yet: mean %.0f then %.0f\n",
+				c, l.Max, l.FirstHalf, l.SecondHalf, l.Last, l.UndeliveredFirstHalf, l.UndeliveredSecondHalf)
 		}
 	}
 }

@@ -90,7 +90,8 @@ type watcher struct {
 
 	mu     sync.Mutex
 	deltas []time.Duration
-	lags   map[string][]uint64 // consumer → samples
+	lags   map[string][]uint64 // consumer → samples: pending + unacknowledged
+	undel  map[string][]uint64 // consumer → samples: not delivered yet
 	stop   chan struct{}
 	done   chan struct{}
 }
@@ -108,7 +109,7 @@ func watch(natsURL string, times *sendTimes) (*watcher, error) {
 		nc.Close()
 		return nil, err
 	}
-	w := &watcher{nc: nc, js: js, times: times, lags: map[string][]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &watcher{nc: nc, js: js, times: times, lags: map[string][]uint64{}, undel: map[string][]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	w.sub, err = nc.Subscribe("tw.audience.>", func(m *nats.Msg) {
 		now := time.Now()
 		var d struct {
@@ -171,6 +172,7 @@ func (w *watcher) sampleOnce() {
 		info := cons.CachedInfo()
 		w.mu.Lock()
 		w.lags[c[1]] = append(w.lags[c[1]], info.NumPending+uint64(info.NumAckPending))
+		w.undel[c[1]] = append(w.undel[c[1]], info.NumPending)
 		w.mu.Unlock()
 	}
 }
@@ -183,6 +185,11 @@ type Lag struct {
 	FirstHalf  float64 `json:"first_half_mean"`
 	SecondHalf float64 `json:"second_half_mean"`
 	Last       uint64  `json:"last"`
+	// Undelivered* count only what the consumer has not been handed yet:
+	// the router's unacknowledged messages are mostly conversions waiting
+	// out their hold, which is not lag.
+	UndeliveredFirstHalf  float64 `json:"undelivered_first_half_mean"`
+	UndeliveredSecondHalf float64 `json:"undelivered_second_half_mean"`
 }
 
 // finish stops watching and summarises.
@@ -213,7 +220,9 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 			}
 			return t / float64(len(x))
 		}
-		lags[c] = Lag{Max: slices.Max(s), FirstHalf: mean(s[:len(s)/2]), SecondHalf: mean(s[len(s)/2:]), Last: s[len(s)-1]}
+		u := w.undel[c]
+		lags[c] = Lag{Max: slices.Max(s), FirstHalf: mean(s[:len(s)/2]), SecondHalf: mean(s[len(s)/2:]), Last: s[len(s)-1],
+			UndeliveredFirstHalf: mean(u[:len(u)/2]), UndeliveredSecondHalf: mean(u[len(u)/2:])}
 	}
 	return p99, n, lags
 }
