@@ -188,7 +188,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("forward: consumer %s: %w", IdentityConsumer, err)
 	}
-	cc, err := idc.Consume(f.onLink)
+	cc, err := idc.Consume(f.onLink, jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("forward: consuming %s: %w", identityStream, err)
 	}
@@ -202,7 +202,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("forward: consumer %s: %w", RouteConsumer, err)
 	}
-	cc, err = rc.Consume(f.onEvent, jetstream.PullMaxMessages(256))
+	cc, err = rc.Consume(f.onEvent, jetstream.PullMaxMessages(256), jetstream.PullExpiry(pullExpiry))
 	if err != nil {
 		return fmt.Errorf("forward: consuming %s: %w", eventsStream, err)
 	}
@@ -459,6 +459,11 @@ func (f *Forwarder) onEvent(m jetstream.Msg) {
 		_ = m.Ack()
 	}()
 }
+
+// pullExpiry bounds each pull request: a load run saw the router, at its
+// MaxAckPending (max_pending held conversions), get nothing more until its
+// pull request expired (nats.go's default, 30 s) although acks had made room.
+const pullExpiry = 5 * time.Second
 
 // routeInFlight bounds the conversions whose payloads await their PubAcks.
 const routeInFlight = 512

@@ -25,6 +25,12 @@ import (
 // harmless: a profile's state records the last TW_EVENTS sequence applied to
 // it, and links and consent changes are idempotent.
 
+// pullExpiry bounds each pull request. A load run saw a
+// consumer with a backlog and an idle engine get nothing until its pull
+// request expired (nats.go's default, 30 s), after it had reached
+// MaxAckPending; a short expiry makes such a stall last seconds.
+const pullExpiry = 5 * time.Second
+
 var consumers = [...]struct{ stream, name string }{
 	{eventsStream, EventsConsumer}, {identityStream, IdentityConsumer}, {consentStream, ConsentConsumer},
 }
@@ -57,7 +63,10 @@ func (e *Engine) subscribe(ctx context.Context) (*msgFeed, error) {
 		}
 		cfg := jetstream.ConsumerConfig{
 			Durable: c.name, AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait: e.cfg.AckWait.D(), MaxAckPending: e.cfg.MaxUncommitted + 4*e.cfg.Batch,
+			// Room for everything the engine can hold unacknowledged: the
+			// uncommitted messages (up to MaxUncommitted plus one batch),
+			// the feed (4 batches) and the client's pull buffer (1.5).
+			AckWait: e.cfg.AckWait.D(), MaxAckPending: e.cfg.MaxUncommitted + 8*e.cfg.Batch,
 			Description: "Tagway segments",
 		}
 		if floor > 0 {
@@ -73,7 +82,7 @@ func (e *Engine) subscribe(ctx context.Context) (*msgFeed, error) {
 			case f.in <- m:
 			case <-f.stop:
 			}
-		}, jetstream.PullMaxMessages(e.cfg.Batch))
+		}, jetstream.PullMaxMessages(e.cfg.Batch), jetstream.PullExpiry(pullExpiry))
 		if err != nil {
 			f.close()
 			return nil, fmt.Errorf("segments: consuming %s: %w", c.stream, err)
