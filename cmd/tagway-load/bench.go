@@ -240,7 +240,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 
 // seedPurchases sends tagway browser beacons of 5 purchases, enough for
 // ~20 % of the server events of a closed and an open loop at up to 30 k
-// events/s to be a copy of one. It returns how many it sent.
+// events/s to be a copy of one. It returns how many purchases it sent.
 func seedPurchases(ctx context.Context, url string, tr *traffic, o options) int {
 	want := int(9000 * o.duration.Seconds())
 	client := &fasthttp.Client{MaxConnsPerHost: o.conns * 2, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
@@ -518,23 +518,17 @@ func (p *tagwayProc) peakRSS() float64 {
 // profile saves a CPU profile of the server taken from its admin pprof.
 func (p *tagwayProc) profile(d time.Duration, path string) {
 	secs := max(int(d/time.Second)-1, 1)
-	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, secs))
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	_, _ = io.Copy(f, resp.Body)
+	save(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, secs), path)
 }
 
 // heapProfile saves the server's heap profile (allocations since start,
 // and what is in use) from its admin pprof.
-func (p *tagwayProc) heapProfile(path string) {
-	resp, err := http.Get(p.admin + "/debug/pprof/heap")
+func (p *tagwayProc) heapProfile(path string) { save(p.admin+"/debug/pprof/heap", path) }
+
+// save writes what url answers to path (a missing profile shows as a
+// missing file, which the smoke test checks).
+func save(url, path string) {
+	resp, err := http.Get(url)
 	if err != nil {
 		return
 	}
