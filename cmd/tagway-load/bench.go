@@ -101,6 +101,33 @@ func (o *options) scenarios() []scenario {
 
 const benchKey = "bench-key"
 
+// runBaselines measures the bare 204 handler and the bare durable pipeline
+// in closed loop for each scenario, adding their results to rep.
+func runBaselines(ctx context.Context, tmp string, tr *traffic, o options, rep *Report, log io.Writer) (map[string]map[string]Result, error) {
+	u204, stop204, err := baseline204()
+	if err != nil {
+		return nil, err
+	}
+	defer stop204()
+	uPipe, stopPipe, err := baselinePipeline(filepath.Join(tmp, "pipeline"))
+	if err != nil {
+		return nil, err
+	}
+	defer stopPipe()
+	baselines := map[string]map[string]Result{}
+	for name, url := range map[string]string{"bare fasthttp 204": u204, "bare durable pipeline": uPipe} {
+		baselines[name] = map[string]Result{}
+		for _, sc := range o.scenarios() {
+			fmt.Fprintf(log, "closed loop: %s, %s…\n", name, sc.name)
+			r := closedLoop(ctx, url, sc, tr, o)
+			r.Target = name
+			rep.Results = append(rep.Results, r)
+			baselines[name][sc.name] = r
+		}
+	}
+	return baselines, nil
+}
+
 func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report, error) {
 	rep := &Report{At: time.Now().UTC().Format(time.RFC3339), Command: "go run ./cmd/tagway-load " + strings.Join(os.Args[1:], " "), Ratios: map[string]float64{}}
 	rep.Machine = machine()
@@ -112,31 +139,12 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		return nil, err
 	}
 	defer os.RemoveAll(tmp)
-	u204, stop204, err := baseline204()
-	if err != nil {
-		return nil, err
-	}
-	uPipe, stopPipe, err := baselinePipeline(filepath.Join(tmp, "pipeline"))
-	if err != nil {
-		stop204()
-		return nil, err
-	}
 	baselines := map[string]map[string]Result{}
-	for name, url := range map[string]string{"bare fasthttp 204": u204, "bare durable pipeline": uPipe} {
-		baselines[name] = map[string]Result{}
-		for _, sc := range o.scenarios() {
-			if !o.baselines {
-				continue
-			}
-			fmt.Fprintf(log, "closed loop: %s, %s…\n", name, sc.name)
-			r := closedLoop(ctx, url, sc, tr, o)
-			r.Target = name
-			rep.Results = append(rep.Results, r)
-			baselines[name][sc.name] = r
+	if o.baselines {
+		if baselines, err = runBaselines(ctx, tmp, tr, o, rep, log); err != nil {
+			return nil, err
 		}
 	}
-	stop204()
-	stopPipe()
 
 	// Tagway itself, as a separate process, with the 20 example segments
 	// and a TikTok destination pointed at a local sink.
