@@ -272,6 +272,11 @@ type Config struct {
 	// MaxPending bounds the conversions held (waiting for their hold) or in
 	// flight per consumer. Default 100000.
 	MaxPending int `yaml:"max_pending"`
+	// HeldInMemory bounds the conversions that wait out their hold in
+	// memory (unacknowledged, ~2 KiB each); the rest wait in JetStream,
+	// which costs the broker a nak and a redelivery each. Default 20000;
+	// -1: none.
+	HeldInMemory int `yaml:"held_in_memory"`
 }
 
 // StreamConfig tunes TW_FORWARD (tw.forward.>).
@@ -298,6 +303,9 @@ func (c *Config) SetDefaults() {
 	if c.MaxPending == 0 {
 		c.MaxPending = 100_000
 	}
+	if c.HeldInMemory == 0 {
+		c.HeldInMemory = 20_000
+	}
 }
 
 // Validate checks the section.
@@ -309,6 +317,8 @@ func (c *Config) Validate() error {
 		return errors.New("forward.stream.max_age: must be at least 1h")
 	case c.MaxPending < 1:
 		return errors.New("forward.max_pending: must be positive")
+	case c.HeldInMemory < -1:
+		return errors.New("forward.held_in_memory: must be -1 (none) or more")
 	}
 	return nil
 }

@@ -10,7 +10,8 @@
 //
 //   - the router, a durable consumer on TW_EVENTS (tw-forward) filtered to
 //     the events some destination wants, holds each conversion for its
-//     destination's hold (NakWithDelay: durable, no memory), picks up the
+//     destination's hold (unacknowledged in memory up to held_in_memory,
+//     beyond it NakWithDelay: hold.go), picks up the
 //     identifiers the other copy brought meanwhile (tw.identity.<site>,
 //     consumer tw-forward-identity, kept in Badger), and publishes the
 //     destination's own payload on tw.forward.<destination>.<event> (stream

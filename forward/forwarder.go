@@ -107,6 +107,8 @@ type Forwarder struct {
 	// counts their goroutines (Shutdown waits after the callbacks end).
 	inflight chan struct{}
 	routes   sync.WaitGroup
+	// held are the conversions waiting out their hold in memory (hold.go).
+	held *holdQueue
 	// httpClient is the client New made (nil when Deps gave one).
 	httpClient *http.Client
 
@@ -141,11 +143,16 @@ func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
 			ForceAttemptHTTP2: true}}
 	}
 	f := &Forwarder{cfg: cfg, db: d.DB, js: d.JS, log: d.Logger.With("component", "forward"), now: d.Now,
-		inflight: make(chan struct{}, routeInFlight)}
+		inflight: make(chan struct{}, routeInFlight), held: newHoldQueue()}
 	if ownHTTP {
 		f.httpClient = d.HTTP // its idle connections are closed by Shutdown
 	}
 	f.m = newMetrics(d.Registry)
+	if d.Registry != nil {
+		d.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagway_forward_held_in_memory",
+			Help: "Conversions waiting out their hold in memory (unacknowledged on TW_EVENTS)."},
+			func() float64 { return float64(f.held.len()) }))
+	}
 	if d.DB == nil {
 		return nil, errors.New("forward: a badger database is required")
 	}
@@ -196,7 +203,7 @@ func (f *Forwarder) Start(ctx context.Context) error {
 
 	rc, err := f.js.CreateOrUpdateConsumer(ctx, eventsStream, jetstream.ConsumerConfig{
 		Durable: RouteConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
-		FilterSubjects: f.filterSubjects(), AckWait: 30 * time.Second, MaxAckPending: f.cfg.MaxPending,
+		FilterSubjects: f.filterSubjects(), AckWait: f.hold + routeAckSlack, MaxAckPending: f.cfg.MaxPending,
 		Description: "Tagway forward: conversions to route to destinations",
 	})
 	if err != nil {
@@ -218,8 +225,9 @@ func (f *Forwarder) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	f.wg.Add(1)
+	f.wg.Add(2)
 	go f.watchLag(ctx)
+	go f.releaseHeld(ctx)
 	return nil
 }
 
@@ -243,7 +251,8 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 			f.cancel()
 		}
 		done := make(chan struct{})
-		go func() { f.routes.Wait(); f.wg.Wait(); close(done) }()
+		// wg first: it holds releaseHeld, which may still start a route.
+		go func() { f.wg.Wait(); f.routes.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -370,12 +379,16 @@ func (f *Forwarder) enrich(env *event.Envelope) error {
 
 // ---- routing ----------------------------------------------------------------
 
-// onEvent routes one conversion: it waits out the hold (NakWithDelay, so
-// the wait is durable and costs no memory), then publishes the payload of
+// onEvent routes one conversion: it waits out the hold (in memory, or for
+// a long hold with NakWithDelay: hold.go), then publishes the payload of
 // every destination that wants the event and whose forward:<name> use the
 // event's decision allows, and acknowledges the event once JetStream holds
 // them all.
-func (f *Forwarder) onEvent(m jetstream.Msg) {
+func (f *Forwarder) onEvent(m jetstream.Msg) { f.route(m, false) }
+
+// route is onEvent; held says the conversion comes back from the
+// in-memory hold (hold.go).
+func (f *Forwarder) route(m jetstream.Msg, held bool) {
 	if f.stopping.Load() {
 		_ = m.NakWithDelay(time.Second)
 		return
@@ -406,8 +419,11 @@ func (f *Forwarder) onEvent(m jetstream.Msg) {
 		return
 	}
 	if wait := time.UnixMilli(env.ReceivedAt).Add(hold).Sub(f.now()); wait > 0 {
-		if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 && !held {
 			f.m.routed.WithLabelValues("held").Inc()
+		}
+		if wait <= f.hold && f.held.push(m, time.Now().Add(wait), f.cfg.HeldInMemory) {
+			return
 		}
 		_ = m.NakWithDelay(wait)
 		return
@@ -441,7 +457,7 @@ func (f *Forwarder) onEvent(m jetstream.Msg) {
 	f.routes.Add(1)
 	go func() {
 		defer func() { <-f.inflight; f.routes.Done() }()
-		timeout := time.NewTimer(10 * time.Second)
+		timeout := time.NewTimer(routePubAckTimeout)
 		defer timeout.Stop()
 		for _, fut := range futs {
 			select {

@@ -43,6 +43,7 @@ type pipe struct {
 	hook    *hookServer
 	consent *fakeConsent
 	dests   []Destination
+	cfg     Config            // the forwarder's (zero: defaults)
 	env     map[string]string // what Validate's getenv sees; options may add to it
 	f       *Forwarder
 	reg     *prometheus.Registry // the running forwarder's metrics (new at each open)
@@ -101,7 +102,7 @@ func newPipe(t testing.TB, opts ...pipeOpt) *pipe {
 func (p *pipe) open() {
 	p.t.Helper()
 	p.reg = prometheus.NewRegistry()
-	f, err := New(Config{}, p.dests, Deps{DB: p.store.DB(), JS: p.js, Consent: p.consent, Registry: p.reg, Logger: nil})
+	f, err := New(p.cfg, p.dests, Deps{DB: p.store.DB(), JS: p.js, Consent: p.consent, Registry: p.reg, Logger: nil})
 	if err != nil {
 		p.t.Fatal(err)
 	}
