@@ -83,7 +83,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	defer func() { stopPruning(); <-pruned }()
 	var seg *segments.Engine
 	if len(cfg.Segments.Rules) > 0 {
-		seg, err = segments.New(cfg.Segments, cfg.segments, segments.Deps{DB: store.DB(), JS: b.JetStream(), Registry: reg, Logger: log})
+		js, err := b.Connect("segments")
+		if err != nil {
+			return err
+		}
+		seg, err = segments.New(cfg.Segments, cfg.segments, segments.Deps{DB: store.DB(), JS: js, Registry: reg, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -94,7 +98,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		}
 		defer seg.Stop() // before NATS and Badger close (defers run last first)
 	}
-	fwd, err := forward.New(cfg.Forward, cfg.Destinations, forward.Deps{DB: store.DB(), JS: b.JetStream(), Consent: engine, Registry: reg, Logger: log})
+	fwdJS, err := b.Connect("forward")
+	if err != nil {
+		return err
+	}
+	fwd, err := forward.New(cfg.Forward, cfg.Destinations, forward.Deps{DB: store.DB(), JS: fwdJS, Consent: engine, Registry: reg, Logger: log})
 	if err != nil {
 		return err
 	}

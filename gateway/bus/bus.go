@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -178,6 +179,11 @@ type Bus struct {
 
 	ensureMu sync.Mutex // serialises stream creation (start-up and reconnects)
 	wg       sync.WaitGroup
+
+	// opts dial the extra connections (Connect); extra are those open.
+	opts    []nats.Option
+	extraMu sync.Mutex
+	extra   []*nats.Conn
 }
 
 // Open starts or dials NATS and creates the streams. dataDir is where the
@@ -236,6 +242,7 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 		}
 	}
+	b.opts = opts
 	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		b.shutdownServer()
@@ -417,6 +424,35 @@ func (b *Bus) Conn() *nats.Conn { return b.nc }
 // JetStream returns the JetStream context.
 func (b *Bus) JetStream() jetstream.JetStream { return b.js }
 
+// Connect opens another connection to the same NATS, named
+// "tagway-<name>", for a consumer: one connection is one reader and one
+// writer on each side, and one lock in the client. Shared, the edge's
+// PubAcks queued behind the consumers' deliveries and acks (a load run's
+// goroutine dump had 26 routes waiting on the connection's lock). Shutdown
+// closes it, before the embedded server stops.
+func (b *Bus) Connect(name string) (jetstream.JetStream, error) {
+	if b.closed.Load() {
+		return nil, ErrUnavailable
+	}
+	opts := append(slices.Clone(b.opts), nats.Name("tagway-"+name))
+	nc, err := nats.Connect(b.cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: connecting to nats %s for %s: %w", redact(b.cfg.URL), name, err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(b.cfg.MaxPending),
+		jetstream.WithPublishAsyncTimeout(b.cfg.PublishTimeout.D()),
+	)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bus: jetstream for %s: %w", name, err)
+	}
+	b.extraMu.Lock()
+	b.extra = append(b.extra, nc)
+	b.extraMu.Unlock()
+	return js, nil
+}
+
 // ClientURL is where other programs reach NATS: the embedded server's TCP
 // address, or the configured URL. "" when the embedded server does not listen.
 func (b *Bus) ClientURL() string {
@@ -449,6 +485,12 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 			err = fmt.Errorf("bus: %d publishes still unacknowledged at shutdown", b.js.PublishAsyncPending())
 		}
 	}
+	b.extraMu.Lock()
+	for _, nc := range b.extra {
+		nc.Close()
+	}
+	b.extra = nil
+	b.extraMu.Unlock()
 	if b.nc != nil {
 		b.nc.Close()
 	}

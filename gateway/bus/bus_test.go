@@ -132,3 +132,31 @@ func TestEmbeddedListens(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Connect gives a consumer its own connection to the same server, named for
+// it; Shutdown closes it, and a closed bus gives none.
+func TestConnectOpensAnOwnConnection(t *testing.T) {
+	b := bustest.OpenEmbedded(t)
+	js, err := b.Connect("segments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := js.Conn()
+	if nc == b.Conn() || !nc.IsConnected() || nc.Opts.Name != "tagway-segments" {
+		t.Fatalf("connection %p (name %q, connected %v), the bus's is %p", nc, nc.Opts.Name, nc.IsConnected(), b.Conn())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := js.Publish(ctx, "tw.events.shop.PageView", []byte(`{}`)); err != nil {
+		t.Fatalf("publishing on TW_EVENTS over the new connection: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !nc.IsClosed() {
+		t.Fatal("Shutdown left the consumer's connection open")
+	}
+	if _, err := b.Connect("forward"); err == nil {
+		t.Fatal("a closed bus opened a connection")
+	}
+}
