@@ -35,6 +35,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -147,6 +148,9 @@ type Store struct {
 type shard struct {
 	mu      sync.Mutex
 	pending map[string]*claim
+	// released counts the claims Finish released (changed under mu): a
+	// lookup made before a release may have missed the record it wrote.
+	released atomic.Uint64
 }
 
 type claim struct {
@@ -244,16 +248,95 @@ func (b *Batch) CheckAll(ctx context.Context, envs []*event.Envelope) ([]*Verdic
 		}
 	}
 	slices.SortStableFunc(order, func(x, y int) int { return strings.Compare(keys[x], keys[y]) })
+	pre := b.s.prefetch(envs, keys, order)
 	for _, i := range order {
-		verdicts[i], errs[i] = b.Check(ctx, envs[i])
+		verdicts[i], errs[i] = b.check(ctx, envs[i], pre[i])
 	}
 	return verdicts, errs
+}
+
+// looked is a lookup made ahead of the claim: valid while its shard has
+// released no claim since gen was read (before the lookup began).
+type looked struct {
+	rec  *record
+	tier string
+	gen  uint64
+}
+
+// prefetch looks up a request's keys ahead of claiming them: the LRU, then
+// the misses in one Badger transaction. A Badger read waits for every commit
+// in flight (its read timestamp's watermark); a load run's goroutine dumps
+// had most requests waiting there, once per event. nil when the read fails
+// (Check then reads each key itself and reports the error).
+func (s *Store) prefetch(envs []*event.Envelope, keys []string, order []int) []*looked {
+	now := s.now()
+	window := now.UnixMilli() - s.cfg.Window.D().Milliseconds()
+	out := make([]*looked, len(envs))
+	var cold []int
+	for _, i := range order {
+		if envs[i].EventIDAssigned {
+			continue
+		}
+		l := &looked{gen: s.shard(keys[i]).released.Load()}
+		if rec, ok := s.hot.Get(keys[i]); ok && rec.At > window {
+			l.rec, l.tier = rec, "lru"
+		} else {
+			cold = append(cold, i)
+		}
+		out[i] = l
+	}
+	if len(cold) == 0 {
+		return out
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, i := range cold {
+			rec, err := getRecord(txn, keys[i])
+			if err != nil {
+				return err
+			}
+			if rec != nil && rec.At > window {
+				out[i].rec, out[i].tier = rec, "badger"
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, i := range cold {
+			out[i] = nil
+		}
+	}
+	return out
+}
+
+func getRecord(txn *badger.Txn, key string) (*record, error) {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec *record
+	err = item.Value(func(v []byte) error {
+		var r record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("decoding dedup record: %w", err)
+		}
+		rec = &r
+		return nil
+	})
+	return rec, err
 }
 
 // Check decides whether env is a first copy, a duplicate or unkeyed. For a
 // First it holds a claim until Finish resolves it. A request with several
 // events must use CheckAll (claim order); Check alone is for one event.
 func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error) {
+	return b.check(ctx, env, nil)
+}
+
+// check is Check with the key's prefetched lookup, if any.
+func (b *Batch) check(ctx context.Context, env *event.Envelope, pre *looked) (*Verdict, error) {
 	if env.EventIDAssigned {
 		return &Verdict{Kind: Unkeyed}, nil
 	}
@@ -284,11 +367,21 @@ func (b *Batch) Check(ctx context.Context, env *event.Envelope) (*Verdict, error
 				return nil, ctx.Err()
 			}
 		}
-		rec, tier, err := s.lookup(key, now)
-		if err != nil {
-			sh.mu.Unlock()
-			return nil, err
+		var rec *record
+		var tier string
+		if pre != nil && sh.released.Load() == pre.gen {
+			rec, tier = pre.rec, pre.tier
+			if rec != nil && tier == "badger" {
+				s.hot.Add(key, rec)
+			}
+		} else {
+			var err error
+			if rec, tier, err = s.lookup(key, now); err != nil {
+				sh.mu.Unlock()
+				return nil, err
+			}
 		}
+		pre = nil // a wait below makes it stale
 		if rec == nil {
 			c := &claim{done: make(chan struct{})}
 			sh.pending[key] = c
@@ -329,21 +422,9 @@ func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
 	}
 	var rec *record
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var r record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("decoding dedup record: %w", err)
-			}
-			rec = &r
-			return nil
-		})
+		var err error
+		rec, err = getRecord(txn, key)
+		return err
 	})
 	if err != nil {
 		s.m.storeErrors.Inc()
@@ -442,6 +523,7 @@ func (b *Batch) Finish() error {
 			b.s.hot.Add(v.key, v.rec)
 		}
 		delete(sh.pending, v.key)
+		sh.released.Add(1)
 		sh.mu.Unlock()
 		close(v.claim.done)
 		v.claim = nil

@@ -317,3 +317,75 @@ func TestLinkCarriesDeviceContextOnce(t *testing.T) {
 		t.Fatalf("browser then server: %+v", v.Link)
 	}
 }
+
+// CheckAll looks a request's keys up before claiming them. A copy stored
+// and released between that lookup and the claim must still be found: the
+// stale "not seen" is dropped, and the second copy is a duplicate.
+func TestPrefetchMadeStaleByAReleaseIsNotTrusted(t *testing.T) {
+	s, db := openStore(t, t.TempDir(), Config{}, func() time.Time { return t0 })
+	defer db.Close()
+	for _, lru := range []bool{false, true} {
+		t.Run(fmt.Sprint("lru=", lru), func(t *testing.T) {
+			id := fmt.Sprintf("o-%v", lru)
+			late := env(event.SourceServer, id)
+			keys := []string{dedupKey(late)}
+			b := s.Begin()
+			pre := s.prefetch([]*event.Envelope{late}, keys, []int{0})
+			if pre[0] == nil || pre[0].rec != nil {
+				t.Fatalf("prefetch of a new key: %+v", pre[0])
+			}
+			if first := check(t, s, env(event.SourceBrowser, id), true); first.Kind != First {
+				t.Fatalf("the browser copy: %v", first.Kind)
+			}
+			if !lru {
+				s.hot.Remove(keys[0]) // only Badger remembers it now
+			}
+			v, err := b.check(context.Background(), late, pre[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Settle(v, true)
+			if err := b.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			if v.Kind != Duplicate || v.Pair != "browser_server" {
+				t.Fatalf("the server copy after the browser copy was stored: kind %v pair %q, want a browser_server duplicate", v.Kind, v.Pair)
+			}
+		})
+	}
+}
+
+// A request's prefetched lookups give the same verdicts as lookups one by
+// one: copies already stored (in the LRU, or only in Badger), new keys, and
+// a key twice in the same request.
+func TestCheckAllPrefetchVerdicts(t *testing.T) {
+	s, db := openStore(t, t.TempDir(), Config{}, func() time.Time { return t0 })
+	defer db.Close()
+	check(t, s, env(event.SourceBrowser, "hot"), true)
+	check(t, s, env(event.SourceBrowser, "cold"), true)
+	s.hot.Remove(dedupKey(env(event.SourceBrowser, "cold")))
+	envs := []*event.Envelope{env(event.SourceServer, "cold"), env(event.SourceServer, "new"), nil,
+		env(event.SourceServer, "hot"), env(event.SourceServer, "new")}
+	b := s.Begin()
+	vs, errs := b.CheckAll(context.Background(), envs)
+	for i, v := range vs {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		if v != nil {
+			b.Settle(v, true)
+		}
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	want := []Kind{Duplicate, First, 0, Duplicate, Duplicate}
+	for i, v := range vs {
+		if (v == nil) != (want[i] == 0) || v != nil && v.Kind != want[i] {
+			t.Fatalf("event %d: verdict %+v, want kind %v", i, v, want[i])
+		}
+	}
+	if got := check(t, s, env(event.SourceServer, "new"), true); got.Kind != Duplicate {
+		t.Fatalf("a key stored by CheckAll came back as %v", got.Kind)
+	}
+}
