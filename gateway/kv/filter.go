@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"time"
 	"unsafe"
@@ -27,45 +28,65 @@ import (
 // 1 %): keys that expire or are deleted are only dropped by the next load,
 // at start-up.
 //
-// A Filter is safe for concurrent use.
+// A Filter is safe for concurrent use: it is filterShards filters, each
+// with its own lock, a key going to one by its hash. (One lock was
+// contended: a load run's goroutine dumps had requests queued on it.)
 type Filter struct {
+	seed   maphash.Seed
+	shards [filterShards]filterShard
+}
+
+const filterShards = 16
+
+type filterShard struct {
 	mu    sync.RWMutex
 	fs    []*bloom.BloomFilter
 	room  uint    // keys the newest filter takes before the next one is chained
 	tight float64 // the newest filter's rate
 	added uint
+	_     [24]byte // its own cache lines
 }
 
 // NewFilter makes an empty filter for about capacity keys at false-positive
 // rate fp (e.g. 0.01).
 func NewFilter(capacity uint, fp float64) *Filter {
-	capacity = max(capacity, 1024)
-	return &Filter{fs: []*bloom.BloomFilter{bloom.NewWithEstimates(capacity, fp)}, room: capacity, tight: fp}
+	per := max(capacity/filterShards, 1024)
+	f := &Filter{seed: maphash.MakeSeed()}
+	for i := range f.shards {
+		f.shards[i] = filterShard{fs: []*bloom.BloomFilter{bloom.NewWithEstimates(per, fp)}, room: per, tight: fp}
+	}
+	return f
+}
+
+func (f *Filter) shard(key []byte) *filterShard {
+	return &f.shards[maphash.Bytes(f.seed, key)%filterShards]
 }
 
 // Add records that key may exist.
 func (f *Filter) Add(key []byte) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.room == 0 {
+	sh := f.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.room == 0 {
 		// Twice the keys at half the rate: the chain's rate stays
 		// below 2 fp however far it grows (a scalable Bloom filter).
-		f.tight /= 2
-		last := f.fs[len(f.fs)-1]
-		n := 2 * uint(float64(last.Cap())/bitsPerKey(2*f.tight))
-		f.fs = append(f.fs, bloom.NewWithEstimates(n, f.tight))
-		f.room = n
+		sh.tight /= 2
+		last := sh.fs[len(sh.fs)-1]
+		n := 2 * uint(float64(last.Cap())/bitsPerKey(2*sh.tight))
+		sh.fs = append(sh.fs, bloom.NewWithEstimates(n, sh.tight))
+		sh.room = n
 	}
-	f.fs[len(f.fs)-1].Add(key)
-	f.room--
-	f.added++
+	sh.fs[len(sh.fs)-1].Add(key)
+	sh.room--
+	sh.added++
 }
 
 // MayContain is false only when key was never added.
 func (f *Filter) MayContain(key []byte) bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	for _, b := range f.fs {
+	sh := f.shard(key)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	for _, b := range sh.fs {
 		if b.Test(key) {
 			return true
 		}
@@ -80,12 +101,16 @@ func (f *Filter) MayContainString(key string) bool {
 
 // Stats reports the keys added since the filter was made and its size.
 func (f *Filter) Stats() (keys uint, bytes uint) {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	for _, b := range f.fs {
-		bytes += b.Cap() / 8
+	for i := range f.shards {
+		sh := &f.shards[i]
+		sh.mu.RLock()
+		for _, b := range sh.fs {
+			bytes += b.Cap() / 8
+		}
+		keys += sh.added
+		sh.mu.RUnlock()
 	}
-	return f.added, bytes
+	return keys, bytes
 }
 
 // bitsPerKey is what NewWithEstimates allocates per key at rate fp.

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
@@ -87,4 +88,24 @@ func BenchmarkFilterMayContain(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		f.MayContain(keys[i%len(keys)])
 	}
+}
+
+// Lookups and adds from every core at once, one add per four lookups (the
+// edge's mix of consent-state and link checks).
+func BenchmarkFilterParallel(b *testing.B) {
+	f := NewFilter(1<<20, 0.01)
+	var n atomic.Uint64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		key := make([]byte, 0, 32)
+		for pb.Next() {
+			i := n.Add(1)
+			key = fmt.Appendf(key[:0], "cshop\x00a:%016x", i)
+			if i%5 == 0 {
+				f.Add(key)
+			} else {
+				f.MayContain(key)
+			}
+		}
+	})
 }
