@@ -459,6 +459,9 @@ func (l *Log) Scan(since, until time.Time, fn func(*Record) error) error {
 // log held nothing for the profile (nothing is appended then).
 func (l *Log) Erase(site, profile string) (bool, error) {
 	var ref string
+	// Under mu, as appends commit: the store does not detect conflicts
+	// (kv.Open), so an append must not interleave with the deletion.
+	l.mu.Lock()
 	err := l.db.Update(func(txn *badger.Txn) error {
 		var err error
 		if ref, err = profileRef(txn, site, profile, false); err != nil || ref == "" {
@@ -478,6 +481,7 @@ func (l *Log) Erase(site, profile string) (bool, error) {
 		}
 		return nil
 	})
+	l.mu.Unlock()
 	if err != nil || ref == "" {
 		return false, err
 	}

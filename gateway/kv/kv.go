@@ -113,7 +113,16 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 		WithMemTableSize(int64(cfg.MemTableSize)).
 		WithNumMemtables(cfg.NumMemtables).
 		WithBlockCacheSize(int64(cfg.BlockCache)).
-		WithIndexCacheSize(int64(cfg.IndexCache))
+		WithIndexCacheSize(int64(cfg.IndexCache)).
+		// No conflict detection: every read-modify-write is serialised by
+		// its owner (segments and forward's link consumer are one goroutine
+		// each, consent state has a lock per profile, the audit log its
+		// mutex, dedup its claims), and nothing retries on ErrConflict.
+		// Detection kept a map of key fingerprints per transaction (a
+		// segments commit writes thousands of keys) and checked every
+		// commit against the transactions committed since it began, under
+		// Badger's one oracle lock.
+		WithDetectConflicts(false)
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening badger at %s: %w", dir, err)
