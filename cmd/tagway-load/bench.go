@@ -51,9 +51,13 @@ type Result struct {
 	// CPUPerEventUS is the server's CPU time from the start of the closed
 	// loop until its consumers caught up, per event: what the whole
 	// pipeline costs an event, steadier than a rate on a shared box.
-	CPUPerEventUS float64        `json:"cpu_per_event_us,omitempty"`
-	Deltas        int            `json:"deltas_timed,omitempty"`
-	Lags          map[string]Lag `json:"consumer_lag,omitempty"`
+	CPUPerEventUS float64 `json:"cpu_per_event_us,omitempty"`
+	// SustainedEventsPerS is the closed loop's events over its length plus
+	// the catch-up: the rate the whole pipeline keeps up with. The peak
+	// outruns the consumers, which fall behind and catch up after.
+	SustainedEventsPerS float64        `json:"sustained_events_per_s,omitempty"`
+	Deltas              int            `json:"deltas_timed,omitempty"`
+	Lags                map[string]Lag `json:"consumer_lag,omitempty"`
 }
 
 // Report is the whole run.
@@ -211,6 +215,9 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		r.DrainSeconds, r.Drained = took.Seconds(), ok
 		if r.Events > 0 {
 			r.CPUPerEventUS = (srv.cpuSeconds() - cpu0) / float64(r.Events) * 1e6
+			if ok {
+				r.SustainedEventsPerS = float64(r.Events) / (r.Seconds + r.DrainSeconds)
+			}
 		}
 		rep.Results[len(rep.Results)-1] = r
 		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
@@ -605,6 +612,9 @@ func printReport(w io.Writer, rep *Report) {
 			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)
 			if r.CPUPerEventUS > 0 {
 				fmt.Fprintf(w, "; server CPU %.0f µs per event, catch-up included", r.CPUPerEventUS)
+			}
+			if r.SustainedEventsPerS > 0 {
+				fmt.Fprintf(w, "; sustained %.0f events/s", r.SustainedEventsPerS)
 			}
 			fmt.Fprintln(w)
 		}

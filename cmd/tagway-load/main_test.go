@@ -43,6 +43,9 @@ func TestLoadSmoke(t *testing.T) {
 		if r.Target == "tagway" {
 			tagway++
 		}
+		if r.Target == "tagway" && r.Mode == "closed" && r.Drained && (r.SustainedEventsPerS <= 0 || r.SustainedEventsPerS > r.EPS) {
+			t.Errorf("%s: sustained %.0f events/s, peak %.0f", r.Scenario, r.SustainedEventsPerS, r.EPS)
+		}
 	}
 	if tagway != 4 || len(rep.Ratios) != 4 || rep.PeakRSSMiB <= 0 || !strings.Contains(out.String(), "events/s vs bare pipeline") {
 		t.Fatalf("report: %d tagway runs, ratios %v, rss %v\n%s", tagway, rep.Ratios, rep.PeakRSSMiB, out.String())
