@@ -223,6 +223,9 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		fmt.Fprintf(log, "consumers caught up: %v after %s\n", ok, took.Round(time.Millisecond))
 		// Open loop at a share of this peak: latency without coordinated omission.
 		rate := r.RPS * o.openShare
+		if o.rate > 0 {
+			rate = o.rate
+		}
 		fmt.Fprintf(log, "open loop: tagway, %s at %.0f requests/s…\n", sc.name, rate)
 		w, err := watch(srv.nats, tr.times)
 		if err != nil {

@@ -37,6 +37,7 @@ type options struct {
 	conns     int
 	profiles  int
 	openShare float64
+	rate      float64
 	out       string
 	bin       string
 	segments  string
@@ -54,6 +55,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.conns, "conns", 32, "connections in closed loop")
 	fs.IntVar(&o.profiles, "profiles", 1_000_000, "distinct profiles in the traffic")
 	fs.Float64Var(&o.openShare, "open", 0.5, "open-loop rate as a share of Tagway's closed-loop peak")
+	fs.Float64Var(&o.rate, "rate", 0, "open-loop rate in requests/s instead of --open's share (the same load for each build when comparing; use with --only)")
 	fs.StringVar(&o.out, "out", "bench/results", "directory for the JSON report and profiles")
 	fs.StringVar(&o.bin, "bin", "", "tagway binary (default: go build ./cmd/tagway)")
 	fs.DurationVar(&o.drain, "drain", 2*time.Minute, "how long to wait for the consumers to catch up between closed and open loop")
@@ -68,6 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "", "server", "browser":
 	default:
 		return fmt.Errorf(`--only: %q is not "server" or "browser"`, o.only)
+	}
+	if o.rate < 0 {
+		return fmt.Errorf("--rate: %v is negative", o.rate)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err

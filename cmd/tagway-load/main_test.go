@@ -75,6 +75,41 @@ func TestLoadSmoke(t *testing.T) {
 	}
 }
 
+// --rate fixes the open loop's rate, whatever the peak was: two builds are
+// compared under the same load.
+func TestRateFixesTheOpenLoop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and drives a real tagway; skipped with -short")
+	}
+	var log bytes.Buffer
+	if err := run(t.Context(), []string{"--rate", "-1"}, &bytes.Buffer{}, &log); err == nil || !strings.Contains(err.Error(), "--rate") {
+		t.Fatalf("negative rate: %v", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tagway")
+	if err := runGo(t, "build", "-o", bin, "../tagway"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--only", "browser", "--baselines=false", "--rate", "150", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}
+	if err := run(t.Context(), args, &bytes.Buffer{}, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	b, _ := os.ReadFile(files[0])
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Results {
+		if r.Mode == "open" && (r.RPS < 130 || r.RPS > 160) {
+			t.Fatalf("open loop at --rate 150 ran at %.0f requests/s", r.RPS)
+		}
+	}
+	if !strings.Contains(log.String(), "at 150 requests/s") {
+		t.Fatalf("log: %s", log.String())
+	}
+}
+
 func runGo(t *testing.T, args ...string) error {
 	t.Helper()
 	cmd := execCommand("go", args...)

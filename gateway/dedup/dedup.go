@@ -381,7 +381,6 @@ func (b *Batch) check(ctx context.Context, env *event.Envelope, pre *looked) (*V
 				return nil, err
 			}
 		}
-		pre = nil // a wait below makes it stale
 		if rec == nil {
 			c := &claim{done: make(chan struct{})}
 			sh.pending[key] = c
