@@ -612,12 +612,21 @@ func (e *Engine) queue(s *state, seg, op string, at, due int64, reason string) {
 	e.m.deltaN.Add(1)
 }
 
-// flush writes the dirty states and index changes in one WriteBatch.
+// flushChunk is how many entries flush commits at a time (see kv.Chunked):
+// a commit of thousands of states no longer holds up the edge's
+// transactions for the whole of it.
+const flushChunk = 512
+
+// flush writes the index changes, then the dirty states, in chunks
+// committed in that order: after a crash mid-way the index may be ahead of
+// a state (the redelivered events recompute the same index changes, each
+// a Set or Delete that may be repeated) but a stored state never points at
+// index entries not written.
 func (e *Engine) flush() error {
 	if len(e.dirty) == 0 && len(e.idx) == 0 && len(e.dead) == 0 {
 		return nil
 	}
-	wb := e.db.NewWriteBatch()
+	wb := kv.NewChunked(e.db, flushChunk)
 	defer wb.Cancel()
 	var buf []byte
 	for _, op := range e.idx {

@@ -45,6 +45,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // Kinds of record.
@@ -556,7 +558,9 @@ func (l *Log) Prune(before time.Time) (int, error) {
 	if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(checkpointKey, cp) }); err != nil {
 		return 0, err
 	}
-	wb := l.db.NewWriteBatch()
+	// In chunks: a prune of a month's records must not hold up every
+	// request's transactions while Badger applies it.
+	wb := kv.NewChunked(l.db, 512)
 	defer wb.Cancel()
 	for _, r := range victims {
 		if err := wb.Delete(recordKey(r.Seq)); err != nil {
