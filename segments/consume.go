@@ -2,10 +2,13 @@ package segments
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -118,6 +121,9 @@ func (f *msgFeed) close() {
 // crash left in the outbox, applies a rule change, and starts consuming.
 func (e *Engine) Start(ctx context.Context) error {
 	if err := e.createAudienceStream(ctx); err != nil {
+		return err
+	}
+	if err := e.scanPublished(ctx); err != nil {
 		return err
 	}
 	if err := e.recover(ctx); err != nil {
@@ -290,7 +296,11 @@ func (e *Engine) resubscribe(ctx context.Context, old *msgFeed) *msgFeed {
 	old.close()
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 10*time.Second) {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		f, err := e.subscribe(sctx)
+		err := e.scanPublished(sctx)
+		var f *msgFeed
+		if err == nil {
+			f, err = e.subscribe(sctx)
+		}
 		cancel()
 		if err == nil {
 			e.mu.Lock()
@@ -346,8 +356,9 @@ func (e *Engine) run(batch []jetstream.Msg) {
 // fail drops everything not committed: the in-memory state goes back to
 // what Badger holds, and the loop resubscribes from the ack floor so the
 // dropped messages are applied again. Deltas already published are
-// published again with the same ids, which TW_AUDIENCE's duplicate window
-// drops.
+// computed again with the same ids; the resubscription reads back what
+// TW_AUDIENCE holds since the last commit, and those are not published
+// again.
 func (e *Engine) fail(err error) {
 	if errors.Is(err, errCrashed) {
 		e.crashed = true
@@ -363,7 +374,102 @@ func (e *Engine) fail(err error) {
 	clear(e.unacked)
 	e.idx = e.idx[:0]
 	e.uncommitted = 0
+	e.audSeq = e.audSeqStored // the resubscription reads back what was published since
 	e.resub = true
+}
+
+// maxScan bounds scanPublished. What can be published again is the deltas
+// of at most MaxUncommitted messages and a batch (a few per message); a
+// larger gap means other publishers share the stream, and its oldest part
+// is left to the duplicate window.
+const maxScan = 1 << 20
+
+// scanPublished reads back the ids of the deltas TW_AUDIENCE received after
+// the sequence stored with the last commit: the deltas of the events not
+// yet stored, which the engine will compute again (same ids) and must not
+// publish twice. TW_AUDIENCE's duplicate window then only has to cover
+// publish retries while running, not the time a crashed engine was away.
+// Without a stored sequence (a new data directory, or one from before the
+// marker existed) there is nothing to read back.
+func (e *Engine) scanPublished(ctx context.Context) error {
+	var from uint64
+	err := e.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(audSeqKey)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("%d bytes", len(v))
+			}
+			from = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("segments: reading the stored %s sequence: %w", AudienceStream, err)
+	}
+	e.mu.Lock()
+	e.published = nil
+	e.audSeq, e.audSeqStored = max(e.audSeq, from), from
+	e.mu.Unlock()
+	if from == 0 {
+		return nil
+	}
+	st, err := e.js.Stream(ctx, AudienceStream)
+	if err != nil {
+		return fmt.Errorf("segments: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("segments: %w", err)
+	}
+	last, start := info.State.LastSeq, max(from+1, info.State.FirstSeq)
+	if last < start {
+		return nil
+	}
+	if last-start >= maxScan {
+		e.log.Warn("more deltas published since the last commit than are read back; the oldest are left to the duplicate window",
+			"stream", AudienceStream, "since", from, "last", last, "read", maxScan)
+		start = last - maxScan + 1
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start, HeadersOnly: true,
+	})
+	if err != nil {
+		return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
+	}
+	ids := map[string]struct{}{}
+	for seq := start - 1; seq < last; {
+		batch, err := cons.Fetch(int(min(last-seq, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if md, err := m.Metadata(); err == nil {
+				seq = max(seq, md.Sequence.Stream)
+			}
+			if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
+				ids[id] = struct{}{}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("segments: reading back %s: nothing after sequence %d of %d", AudienceStream, seq, last)
+		}
+	}
+	e.log.Info("read back the deltas published since the last commit", "stream", AudienceStream, "deltas", len(ids))
+	e.mu.Lock()
+	e.published = ids
+	e.mu.Unlock()
+	return nil
 }
 
 // commit stores every dirty state and index change in one WriteBatch, then

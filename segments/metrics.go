@@ -19,7 +19,10 @@ type metrics struct {
 	swept         prometheus.Counter
 	errors        prometheus.Counter
 	publishErrors prometheus.Counter
-	batchSeconds  prometheus.Histogram
+	// republishSkipped counts deltas not published again after a restart
+	// because TW_AUDIENCE already had them.
+	republishSkipped prometheus.Counter
+	batchSeconds     prometheus.Histogram
 	// alias lookups by where they were answered
 	aliasFiltered, aliasCached, aliasStore prometheus.Counter
 }
@@ -60,6 +63,8 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 			Help: "Batches that failed to apply and were left for redelivery."}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_publish_errors_total",
 			Help: "Profiles whose deltas failed to publish and stay in the outbox for the next try."}),
+		republishSkipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_republish_skipped_total",
+			Help: "Deltas recomputed after a crash or a dropped batch that TW_AUDIENCE already held (read back at start), so not published again."}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tagway_segments_batch_seconds",
 			Help: "Time to apply, store and publish one batch.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
@@ -68,7 +73,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 	m.aliasFiltered, m.aliasCached, m.aliasStore = lookups.WithLabelValues("filter"), lookups.WithLabelValues("cache"), lookups.WithLabelValues("badger")
 	if reg != nil {
 		reg.MustRegister(lookups)
-		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.batchSeconds,
+		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.republishSkipped, m.batchSeconds,
 			&segCollector{e: e,
 				members: prometheus.NewDesc("tagway_segment_members", "Profiles in the segment (published, not held out).", []string{"segment"}, nil),
 				held:    prometheus.NewDesc("tagway_segment_held_out", "Profiles matching the segment but held out as its control group.", []string{"segment"}, nil),
