@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tagway/tagway/gateway/bus"
 )
 
 // Consuming. The engine reads TW_EVENTS, TW_IDENTITY and TW_CONSENT through
@@ -419,51 +420,13 @@ func (e *Engine) scanPublished(ctx context.Context) error {
 	if from == 0 {
 		return nil
 	}
-	st, err := e.js.Stream(ctx, AudienceStream)
+	ids, truncated, err := bus.MsgIDsAfter(ctx, e.js, AudienceStream, from, maxScan)
 	if err != nil {
 		return fmt.Errorf("segments: %w", err)
 	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("segments: %w", err)
-	}
-	last, start := info.State.LastSeq, max(from+1, info.State.FirstSeq)
-	if last < start {
-		return nil
-	}
-	if last-start >= maxScan {
+	if truncated {
 		e.log.Warn("more deltas published since the last commit than are read back; the oldest are left to the duplicate window",
-			"stream", AudienceStream, "since", from, "last", last, "read", maxScan)
-		start = last - maxScan + 1
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start, HeadersOnly: true,
-	})
-	if err != nil {
-		return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
-	}
-	ids := map[string]struct{}{}
-	for seq := start - 1; seq < last; {
-		batch, err := cons.Fetch(int(min(last-seq, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if md, err := m.Metadata(); err == nil {
-				seq = max(seq, md.Sequence.Stream)
-			}
-			if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
-				ids[id] = struct{}{}
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("segments: reading back %s: %w", AudienceStream, err)
-		}
-		if n == 0 {
-			return fmt.Errorf("segments: reading back %s: nothing after sequence %d of %d", AudienceStream, seq, last)
-		}
+			"stream", AudienceStream, "since", from, "read", maxScan)
 	}
 	e.log.Info("read back the deltas published since the last commit", "stream", AudienceStream, "deltas", len(ids))
 	e.mu.Lock()
