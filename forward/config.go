@@ -285,7 +285,10 @@ type StreamConfig struct {
 	MaxAge units.Duration `yaml:"max_age"`
 	// Replicas: default 1 (3 on a cluster).
 	Replicas int `yaml:"replicas"`
-	// DuplicateWindow: JetStream's Nats-Msg-Id window. Default 1h.
+	// DuplicateWindow: JetStream's Nats-Msg-Id window against publish
+	// retries while running (a restart reads back what was published:
+	// readback.go). ~180 bytes of broker memory per payload inside it.
+	// Default 2m.
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -298,7 +301,7 @@ func (c *Config) SetDefaults() {
 		c.Stream.Replicas = 1
 	}
 	if c.Stream.DuplicateWindow == 0 {
-		c.Stream.DuplicateWindow = units.Duration(time.Hour)
+		c.Stream.DuplicateWindow = units.Duration(2 * time.Minute)
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 100_000
@@ -315,6 +318,8 @@ func (c *Config) Validate() error {
 		return errors.New("forward.stream.replicas: must be between 1 and 5")
 	case c.Stream.MaxAge.D() < time.Hour:
 		return errors.New("forward.stream.max_age: must be at least 1h")
+	case c.Stream.DuplicateWindow.D() < 100*time.Millisecond || c.Stream.DuplicateWindow > c.Stream.MaxAge:
+		return errors.New("forward.stream.duplicate_window: must be at least 100ms (JetStream's minimum) and at most max_age")
 	case c.MaxPending < 1:
 		return errors.New("forward.max_pending: must be positive")
 	case c.HeldInMemory < -1:

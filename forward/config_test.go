@@ -189,7 +189,7 @@ func TestConfigValidate(t *testing.T) {
 	var c Config
 	c.SetDefaults()
 	if err := c.Validate(); err != nil || c.Stream.MaxAge.D() != 14*24*time.Hour || c.Stream.Replicas != 1 ||
-		c.Stream.DuplicateWindow.D() != time.Hour || c.MaxPending != 100_000 {
+		c.Stream.DuplicateWindow.D() != 2*time.Minute || c.MaxPending != 100_000 {
 		t.Fatalf("defaults %+v: %v", c, err)
 	}
 	for _, tc := range []struct {
@@ -199,6 +199,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Stream.Replicas = 7 }, "forward.stream.replicas:"},
 		{func(c *Config) { c.Stream.MaxAge = units.Duration(time.Minute) }, "forward.stream.max_age:"},
 		{func(c *Config) { c.MaxPending = -1 }, "forward.max_pending:"},
+		{func(c *Config) { c.Stream.DuplicateWindow = units.Duration(time.Millisecond) }, "forward.stream.duplicate_window:"},
+		{func(c *Config) { c.Stream.DuplicateWindow = units.Duration(30 * 24 * time.Hour) }, "forward.stream.duplicate_window:"},
 	} {
 		c := Config{}
 		c.SetDefaults()

@@ -17,6 +17,8 @@
 //     destination's own payload on tw.forward.<destination>.<event> (stream
 //     TW_FORWARD, Nats-Msg-Id destination|site|event|event_id) for every
 //     destination whose forward:<name> use the event's decision allows;
+//     after a restart it reads back what TW_FORWARD received since a stored
+//     mark and does not publish those payloads again (readback.go);
 //   - one deliverer per destination (consumer tw-deliver-<name>) re-checks
 //     consent against the profile's current state, batches up to the API's
 //     limit with bounded concurrency, retries timeouts, 5xx and 429 with
@@ -25,7 +27,7 @@
 //     Replay sends dead letters again.
 //
 // Metrics: tagway_forward_routed_total{outcome},
-// tagway_forward_published_total, _delivered_total, _retried_total,
+// tagway_forward_published_total, _republish_skipped_total, _delivered_total, _retried_total,
 // _dead_lettered_total{reason}, _skipped_total{reason},
 // _requests_total{outcome}, _payloads_with_dropped_fields_total and
 // _delivery_seconds, each by destination;

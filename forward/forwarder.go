@@ -109,6 +109,14 @@ type Forwarder struct {
 	routes   sync.WaitGroup
 	// held are the conversions waiting out their hold in memory (hold.go).
 	held *holdQueue
+	// fwdSeq is the highest TW_FORWARD sequence acknowledged to the router;
+	// published the payload ids TW_FORWARD received after the stored mark,
+	// read back at Start and read-only after it (readback.go).
+	fwdSeq    atomic.Uint64
+	published map[string]struct{}
+	// dropAcks, set by tests, keeps routed conversions' acks from JetStream,
+	// as if the process died before they were sent.
+	dropAcks atomic.Bool
 	// httpClient is the client New made (nil when Deps gave one).
 	httpClient *http.Client
 
@@ -187,6 +195,11 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("forward: creating stream %s: %w", ForwardStream, err)
 	}
+	from, err := f.readBack(ctx)
+	if err != nil {
+		return err
+	}
+	f.fwdSeq.Store(from)
 	// Identity links first, so a conversion's hold sees them.
 	idc, err := f.js.CreateOrUpdateConsumer(ctx, identityStream, jetstream.ConsumerConfig{
 		Durable: IdentityConsumer, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy,
@@ -225,9 +238,10 @@ func (f *Forwarder) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	f.wg.Add(2)
+	f.wg.Add(3)
 	go f.watchLag(ctx)
 	go f.releaseHeld(ctx)
+	go f.markLoop(ctx, from)
 	return nil
 }
 
@@ -441,7 +455,12 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 			f.log.Warn("no payload could be built", "destination", d.d.Name, "event", env.Event, "err", err)
 			continue
 		}
-		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(d.d.Name+"|"+event.DedupKey(env.Site, env.Event, env.EventID)))
+		id := d.d.Name + "|" + event.DedupKey(env.Site, env.Event, env.EventID)
+		if _, ok := f.published[id]; ok {
+			d.m.republished.Inc() // published before a restart: read back at Start
+			continue
+		}
+		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
 		if err != nil {
 			f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
 			_ = m.NakWithDelay(time.Second)
@@ -461,7 +480,8 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 		defer timeout.Stop()
 		for _, fut := range futs {
 			select {
-			case <-fut.Ok():
+			case a := <-fut.Ok():
+				f.acked(a.Sequence)
 			case err := <-fut.Err():
 				f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
 				_ = m.NakWithDelay(time.Second)
@@ -472,6 +492,9 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 			}
 		}
 		f.m.routed.WithLabelValues("published").Inc()
+		if f.dropAcks.Load() {
+			return // a test's crash between the PubAcks and the ack
+		}
 		_ = m.Ack()
 	}()
 }

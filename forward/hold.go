@@ -25,8 +25,9 @@ import (
 // entry and the message (~2 KiB).
 
 // routeAckSlack is what the router's AckWait allows beyond the longest hold:
-// the wait for the PubAcks (routePubAckTimeout) and some.
-const routeAckSlack = 30 * time.Second
+// the wait for the PubAcks (routePubAckTimeout) and some. A variable only
+// so that tests need not wait 30 s for a redelivery.
+var routeAckSlack = 30 * time.Second
 
 // routePubAckTimeout bounds the wait for a conversion's PubAcks.
 const routePubAckTimeout = 10 * time.Second

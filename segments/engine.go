@@ -173,6 +173,8 @@ func (c *Config) Validate() (*Program, error) {
 		return nil, errors.New("segments.rank: must be at least 1s")
 	case c.Audience.Replicas < 1 || c.Audience.Replicas > 5:
 		return nil, errors.New("segments.audience.replicas: must be between 1 and 5")
+	case c.Audience.DuplicateWindow.D() < 100*time.Millisecond || c.Audience.DuplicateWindow > c.Audience.MaxAge:
+		return nil, errors.New("segments.audience.duplicate_window: must be at least 100ms (JetStream's minimum) and at most max_age")
 	}
 	return Compile(c.Rules)
 }

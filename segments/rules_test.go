@@ -44,6 +44,12 @@ func TestCompileErrorsNameTheField(t *testing.T) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.rules, err, tc.want)
 		}
 	}
+	for _, w := range []string{"10ms", "31d"} {
+		cfg := parseRules(t, "audience: {duplicate_window: "+w+"}\nrules: [{name: a, include: {has: email}}]")
+		if _, err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "segments.audience.duplicate_window:") {
+			t.Errorf("duplicate_window %s: %v", w, err)
+		}
+	}
 }
 
 func TestWherePredicates(t *testing.T) {
