@@ -288,7 +288,7 @@ type StreamConfig struct {
 	// DuplicateWindow: JetStream's Nats-Msg-Id window against publish
 	// retries while running (a restart reads back what was published:
 	// readback.go). ~180 bytes of broker memory per payload inside it.
-	// Default 2m.
+	// Default 30s: more than a PubAck timeout (10s) and the retry after it.
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -301,7 +301,7 @@ func (c *Config) SetDefaults() {
 		c.Stream.Replicas = 1
 	}
 	if c.Stream.DuplicateWindow == 0 {
-		c.Stream.DuplicateWindow = units.Duration(2 * time.Minute)
+		c.Stream.DuplicateWindow = units.Duration(30 * time.Second)
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 100_000

@@ -26,7 +26,7 @@ import (
 // (markKey: the highest sequence acknowledged markLag ago), and at start
 // reads back the ids published after it. A redelivered conversion whose
 // payload is among them is acknowledged without publishing it again. The
-// duplicate window (forward.stream.duplicate_window, 2 min) then only covers
+// duplicate window (forward.stream.duplicate_window, 30 s) then only covers
 // retries while running.
 
 var markKey = []byte("Fq")

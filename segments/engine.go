@@ -111,7 +111,8 @@ type StreamConfig struct {
 	// retries while running. A re-publish after a crash or a dropped batch
 	// does not rely on it: the engine reads back what TW_AUDIENCE received
 	// since its last commit. It costs the broker ~180 bytes of memory per
-	// delta inside the window. Default 2m.
+	// delta inside the window. Default 30s: more than a PubAck timeout
+	// (10s) and the retry after it.
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -148,7 +149,7 @@ func (c *Config) SetDefaults() {
 		c.Audience.Replicas = 1
 	}
 	if c.Audience.DuplicateWindow == 0 {
-		c.Audience.DuplicateWindow = units.Duration(2 * time.Minute)
+		c.Audience.DuplicateWindow = units.Duration(30 * time.Second)
 	}
 }
 
