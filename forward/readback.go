@@ -3,13 +3,13 @@ package forward
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // Reading back. The router publishes a conversion's payloads on TW_FORWARD,
@@ -45,22 +45,7 @@ const maxReadBack = 1 << 20
 // Without one (a new data directory, or one from before the mark existed)
 // there is nothing to read back.
 func (f *Forwarder) readBack(ctx context.Context) (from uint64, err error) {
-	err = f.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(markKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("%d bytes", len(v))
-			}
-			from = binary.BigEndian.Uint64(v)
-			return nil
-		})
-	})
+	from, err = kv.GetUint64(f.db, markKey)
 	if err != nil {
 		return 0, fmt.Errorf("forward: reading the stored %s sequence: %w", ForwardStream, err)
 	}

@@ -1,8 +1,6 @@
 package forward
 
 import (
-	"encoding/binary"
-	"errors"
 	"testing"
 	"time"
 
@@ -10,22 +8,13 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/tagway/tagway/gateway/bus/bustest"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
 )
 
 func storedMark(t *testing.T, db *badger.DB) uint64 {
 	t.Helper()
-	var seq uint64
-	err := db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(markKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error { seq = binary.BigEndian.Uint64(v); return nil })
-	})
+	seq, err := kv.GetUint64(db, markKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,15 +2,14 @@ package segments
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // Consuming. The engine reads TW_EVENTS, TW_IDENTITY and TW_CONSENT through
@@ -393,23 +392,7 @@ const maxScan = 1 << 20
 // Without a stored sequence (a new data directory, or one from before the
 // marker existed) there is nothing to read back.
 func (e *Engine) scanPublished(ctx context.Context) error {
-	var from uint64
-	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(audSeqKey)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("%d bytes", len(v))
-			}
-			from = binary.BigEndian.Uint64(v)
-			return nil
-		})
-	})
+	from, err := kv.GetUint64(e.db, audSeqKey)
 	if err != nil {
 		return fmt.Errorf("segments: reading the stored %s sequence: %w", AudienceStream, err)
 	}

@@ -56,3 +56,23 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestGetUint64(t *testing.T) {
+	db := openTest(t).DB()
+	if n, err := GetUint64(db, []byte("absent")); n != 0 || err != nil {
+		t.Fatalf("absent: %d, %v", n, err)
+	}
+	set := func(k string, v []byte) {
+		if err := db.Update(func(tx *badger.Txn) error { return tx.Set([]byte(k), v) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("n", []byte{0, 0, 0, 0, 0, 0, 1, 2})
+	if n, err := GetUint64(db, []byte("n")); n != 258 || err != nil {
+		t.Fatalf("n: %d, %v", n, err)
+	}
+	set("bad", []byte{1})
+	if _, err := GetUint64(db, []byte("bad")); err == nil {
+		t.Fatal("a 1-byte value read as a uint64")
+	}
+}
