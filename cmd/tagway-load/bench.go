@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,6 +59,56 @@ type Result struct {
 	SustainedEventsPerS float64        `json:"sustained_events_per_s,omitempty"`
 	Deltas              int            `json:"deltas_timed,omitempty"`
 	Lags                map[string]Lag `json:"consumer_lag,omitempty"`
+	// Open loop: when it started (unix ms, to line up with server logs and
+	// GODEBUG=gctrace) and its latency second by second (by scheduled
+	// time), which shows whether a p99 comes from steady queueing or from
+	// stalls.
+	StartedAtMs int64    `json:"started_at_ms,omitempty"`
+	Timeline    []Second `json:"timeline,omitempty"`
+}
+
+// Second is the open loop's requests scheduled in one second.
+type Second struct {
+	At       int     `json:"at_s"`
+	Requests int     `json:"requests"`
+	P99ms    float64 `json:"p99_ms"`
+	MaxMs    float64 `json:"max_ms"`
+}
+
+// sample is one open-loop request: the second it was scheduled in and its
+// latency.
+type sample struct {
+	sec int32
+	d   time.Duration
+}
+
+// timeline groups samples by second.
+func timeline(ss []sample) []Second {
+	by := map[int32][]time.Duration{}
+	for _, s := range ss {
+		by[s.sec] = append(by[s.sec], s.d)
+	}
+	var out []Second
+	for _, sec := range slices.Sorted(maps.Keys(by)) {
+		ds := by[sec]
+		slices.Sort(ds)
+		ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+		out = append(out, Second{At: int(sec), Requests: len(ds), P99ms: ms(ds[min(len(ds)-1, int(0.99*float64(len(ds))))]), MaxMs: ms(ds[len(ds)-1])})
+	}
+	return out
+}
+
+// stalls summarises a timeline: how many seconds had a p99 over limit, and
+// the worst few by their slowest request.
+func stalls(tl []Second, limit float64, n int) (over int, worst []Second) {
+	for _, s := range tl {
+		if s.P99ms > limit {
+			over++
+		}
+	}
+	worst = slices.Clone(tl)
+	slices.SortStableFunc(worst, func(a, b Second) int { return cmp.Compare(b.MaxMs, a.MaxMs) })
+	return over, worst[:min(n, len(worst))]
 }
 
 // Report is the whole run.
@@ -365,8 +416,10 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 	total := int(o.duration / interval)
 	sched := make(chan time.Time, 4096)
 	t := newTally()
-	var mu sync.Mutex // guards lats
+	start := time.Now() // before the workers read it
+	var mu sync.Mutex   // guards lats, samples
 	var lats []time.Duration
+	var samples []sample
 	var wg sync.WaitGroup
 	for w := 0; w < 256; w++ {
 		wg.Add(1)
@@ -377,18 +430,21 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			var mine []time.Duration
+			var ss []sample
 			for at := range sched {
 				n := newRequest(url, sc, tr, r, req)
 				err := client.Do(req, resp)
-				mine = append(mine, time.Since(at))
+				d := time.Since(at)
+				mine = append(mine, d)
+				ss = append(ss, sample{sec: int32(at.Sub(start) / time.Second), d: d})
 				t.record(err, resp.StatusCode(), n)
 			}
 			mu.Lock()
 			lats = append(lats, mine...)
+			samples = append(samples, ss...)
 			mu.Unlock()
 		}(w)
 	}
-	start := time.Now()
 	for i := 0; i < total && ctx.Err() == nil; i++ {
 		at := start.Add(time.Duration(i) * interval)
 		if d := time.Until(at); d > 0 {
@@ -400,6 +456,7 @@ func openLoop(ctx context.Context, url string, sc scenario, tr *traffic, o optio
 	wg.Wait()
 	res := t.summarize(sc, "open", time.Since(start), lats)
 	res.TargetRate = rate
+	res.StartedAtMs, res.Timeline = start.UnixMilli(), timeline(samples)
 	return res
 }
 
@@ -618,6 +675,14 @@ func printReport(w io.Writer, rep *Report) {
 			}
 			if r.SustainedEventsPerS > 0 {
 				fmt.Fprintf(w, "; sustained %.0f events/s", r.SustainedEventsPerS)
+			}
+			fmt.Fprintln(w)
+		}
+		if len(r.Timeline) > 0 {
+			over, worst := stalls(r.Timeline, 10, 5)
+			fmt.Fprintf(w, "%s loop, %s, %s: %d of %d seconds had a p99 over 10 ms; slowest seconds (from the start, max/p99 ms):", r.Mode, r.Target, r.Scenario, over, len(r.Timeline))
+			for _, s := range worst {
+				fmt.Fprintf(w, " %ds %.0f/%.0f", s.At, s.MaxMs, s.P99ms)
 			}
 			fmt.Fprintln(w)
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // A short real run: the baselines and tagway are driven, every scenario is
@@ -101,8 +102,18 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range rep.Results {
-		if r.Mode == "open" && (r.RPS < 130 || r.RPS > 160) {
+		if r.Mode != "open" {
+			continue
+		}
+		if r.RPS < 130 || r.RPS > 160 {
 			t.Fatalf("open loop at --rate 150 ran at %.0f requests/s", r.RPS)
+		}
+		n := 0
+		for _, s := range r.Timeline {
+			n += s.Requests
+		}
+		if len(r.Timeline) != 1 || r.Timeline[0].At != 0 || int64(n) != r.Requests || r.StartedAtMs < time.Now().Add(-time.Minute).UnixMilli() {
+			t.Fatalf("timeline %+v (started %d) for %d requests", r.Timeline, r.StartedAtMs, r.Requests)
 		}
 	}
 	if !strings.Contains(log.String(), "at 150 requests/s") {
@@ -121,3 +132,24 @@ func runGo(t *testing.T, args ...string) error {
 }
 
 var execCommand = exec.Command
+
+func TestTimelineFindsTheStall(t *testing.T) {
+	var ss []sample
+	for sec := int32(0); sec < 5; sec++ {
+		for i := range 200 {
+			d := time.Duration(i%10+1) * time.Millisecond / 2 // 0.5–5 ms
+			if sec == 3 && i >= 190 {
+				d = time.Duration(i-189) * 100 * time.Millisecond // the slowest 5 %: 100 ms–1 s
+			}
+			ss = append(ss, sample{sec: sec, d: d})
+		}
+	}
+	tl := timeline(ss)
+	if len(tl) != 5 || tl[3].At != 3 || tl[3].Requests != 200 || tl[3].MaxMs != 1000 || tl[3].P99ms != 900 || tl[0].MaxMs != 5 || tl[0].P99ms != 5 {
+		t.Fatalf("timeline %+v", tl)
+	}
+	over, worst := stalls(tl, 10, 2)
+	if over != 1 || len(worst) != 2 || worst[0].At != 3 {
+		t.Fatalf("over %d, worst %+v", over, worst)
+	}
+}
