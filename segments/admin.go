@@ -158,7 +158,7 @@ func (e *Engine) Erase(site, profile string) (int, error) {
 	n := 1
 	for _, a := range s.aliases {
 		e.idx = append(e.idx, idxOp{key: aliasKey(site, a[:1], a[1:]), del: true})
-		e.aliases.Remove(string(aliasKey(site, a[:1], a[1:])))
+		e.aliasMem[string(aliasKey(site, a[:1], a[1:]))] = ""
 		n++
 	}
 	for seg := range e.hist {
@@ -177,7 +177,6 @@ func (e *Engine) Erase(site, profile string) (int, error) {
 	if err := e.commit(); err != nil {
 		return 0, fmt.Errorf("segments: erasing: %w", err)
 	}
-	e.cache.Remove(k)
 	return n, nil
 }
 

@@ -205,7 +205,6 @@ func BenchmarkProfiles1M(b *testing.B) {
 	const profiles, events = 1_000_000, 3_000_000
 	for range b.N {
 		r := newRig(b, examples(b))
-		r.e.cfg.CacheProfiles = 100_000
 		var before runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)

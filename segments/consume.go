@@ -160,6 +160,9 @@ func (e *Engine) stop() {
 		e.cancel()
 		<-e.done
 	}
+	// Return the cache's memory (fastcache keeps freed chunks for the next
+	// cache); an admin read after Stop reads Badger.
+	e.cache.Reset()
 }
 
 // Applied is the last TW_EVENTS sequence applied (tests wait on it).
@@ -366,8 +369,8 @@ func (e *Engine) fail(err error) {
 	}
 	e.m.errors.Inc()
 	e.log.Error("dropping uncommitted work; it is consumed again from the ack floor", "messages", e.uncommitted, "err", err)
-	e.cache.Purge()
-	e.aliases.Purge()
+	clear(e.mem) // the cache holds only what was stored: it stays
+	clear(e.aliasMem)
 	clear(e.dirty)
 	clear(e.dead)
 	clear(e.outbox)

@@ -14,8 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/fastcache"
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,8 +77,12 @@ type Config struct {
 	// Sweep is how often time-driven changes are looked for. Default 1m.
 	Sweep units.Duration `yaml:"sweep"`
 	Rules []Rule         `yaml:"rules"`
-	// CacheProfiles is how many profiles' state are kept in memory (LRU).
-	// Default 100000.
+	// CacheSize is the memory for profile states and identifiers as
+	// stored (encoded, off the Go heap: nothing for the GC to scan). At
+	// least 32MiB. Default 64MiB (about 300 000 profiles of the README's
+	// examples).
+	CacheSize units.ByteSize `yaml:"cache_size"`
+	// CacheProfiles is refused: replaced by cache_size.
 	CacheProfiles int `yaml:"cache_profiles"`
 	// Batch is how many messages are applied per Badger write. Default 512.
 	Batch int `yaml:"batch"`
@@ -121,8 +125,8 @@ func (c *Config) SetDefaults() {
 	if c.Sweep == 0 {
 		c.Sweep = units.Duration(time.Minute)
 	}
-	if c.CacheProfiles == 0 {
-		c.CacheProfiles = 100000
+	if c.CacheSize == 0 {
+		c.CacheSize = 64 << 20
 	}
 	if c.Batch == 0 {
 		c.Batch = 512
@@ -158,8 +162,10 @@ func (c *Config) Validate() (*Program, error) {
 	switch {
 	case c.Sweep.D() < time.Second:
 		return nil, errors.New("segments.sweep: must be at least 1s")
-	case c.CacheProfiles < 1:
-		return nil, errors.New("segments.cache_profiles: must be positive")
+	case c.CacheProfiles != 0:
+		return nil, errors.New("segments.cache_profiles: replaced by segments.cache_size (bytes, e.g. 64MiB: profile states are cached encoded)")
+	case c.CacheSize < minCacheSize:
+		return nil, errors.New("segments.cache_size: must be at least 32MiB")
 	case c.Batch < 1 || c.Batch > 10000:
 		return nil, errors.New("segments.batch: must be between 1 and 10000")
 	case c.Linger < 0:
@@ -262,9 +268,19 @@ type Engine struct {
 	now  func() time.Time
 	m    *metrics
 
-	mu      sync.Mutex
-	cache   *simplelru.LRU[string, *state]
-	aliases *simplelru.LRU[string, string]
+	mu sync.Mutex
+	// cache holds states and alias → profile entries as Badger stores
+	// them, encoded (fastcache: off the Go heap, which a cache of decoded
+	// states with their strings, slices and maps had filled with pointers
+	// for the GC to scan). flush removes every key it writes before the
+	// write and caches the new value only once it is committed, so a cached
+	// value is never other than the stored one.
+	cache *fastcache.Cache
+	// mem is every state loaded or created since the last flush (dirty is
+	// a subset): one object per profile until then, however often it is
+	// looked up. aliasMem is the aliases set ("" for deleted) since then.
+	mem      map[string]*state
+	aliasMem map[string]string
 	// known holds every alias key ever written here (a Bloom filter), so
 	// the lookups of new identifiers — most of them — skip Badger.
 	known    *kv.Filter
@@ -286,6 +302,7 @@ type Engine struct {
 	unacked     map[string]unacked // per consumer, the highest message applied
 	resub       bool               // set by fail: the loop must resubscribe
 	uncommitted int
+	buf         []byte // load's read from the cache
 	lastCommit  time.Time
 	// audSeq is the highest TW_AUDIENCE sequence acknowledged, audSeqStored
 	// the one stored with the last commit (audSeqKey); published holds the
@@ -327,10 +344,8 @@ func New(cfg Config, prog *Program, d Deps) (*Engine, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	cache, _ := simplelru.NewLRU[string, *state](cfg.CacheProfiles, nil)
-	aliases, _ := simplelru.NewLRU[string, string](cfg.CacheProfiles*2, nil)
 	e := &Engine{cfg: cfg, prog: prog, db: d.DB, js: d.JS, log: d.Logger.With("component", "segments"), now: d.Now,
-		cache: cache, aliases: aliases, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
+		cache: fastcache.New(int(cfg.CacheSize)), mem: map[string]*state{}, aliasMem: map[string]string{}, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
 		seg: map[string]*segStats{}, hist: map[string]*histogram{}, unacked: map[string]unacked{}, lastCommit: time.Now()}
 	e.m = newMetrics(d.Registry, e)
 	// Before anything can write an alias key (a rule change's recompute
@@ -476,37 +491,51 @@ func (e *Engine) keepUses(allowed []string) []string {
 	return out
 }
 
-// load returns a profile's state from the cache or Badger, or nil.
+// minCacheSize is fastcache's smallest: one 64 KiB chunk per bucket.
+const minCacheSize = 32 << 20
+
+// load returns a profile's state from memory, the cache or Badger, or nil.
 func (e *Engine) load(site, id string) (*state, error) {
-	k := string(stateKey(site, id))
-	if s, ok := e.cache.Get(k); ok {
-		return s, nil
-	}
-	if s := e.dirty[k]; s != nil { // evicted from the cache, not stored yet
-		e.cache.Add(k, s)
+	kb := stateKey(site, id)
+	if s, ok := e.mem[string(kb)]; ok {
+		e.m.loadMem.Inc()
 		return s, nil
 	}
 	var s *state
-	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(k))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
+	if v, ok := e.cache.HasGet(e.buf[:0], kb); ok {
+		e.buf = v
+		e.m.loadCache.Inc()
+		var err error
+		if s, err = decodeState(site, id, v); err != nil {
+			return nil, fmt.Errorf("segments: loading %s from the cache: %w", id, err)
 		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var err error
-			s, err = decodeState(site, id, v)
-			return err
+	} else {
+		err := e.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(kb)
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			return item.Value(func(v []byte) error {
+				var err error
+				if s, err = decodeState(site, id, v); err == nil {
+					e.cache.Set(kb, v)
+				}
+				return err
+			})
 		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("segments: loading %s: %w", id, err)
+		if err != nil {
+			return nil, fmt.Errorf("segments: loading %s: %w", id, err)
+		}
+		if s == nil {
+			e.m.loadAbsent.Inc()
+			return nil, nil
+		}
+		e.m.loadStore.Inc()
 	}
-	if s != nil {
-		e.cache.Add(k, s)
-	}
+	e.mem[string(kb)] = s
 	return s, nil
 }
 
@@ -645,9 +674,21 @@ func (e *Engine) flush() error {
 	if len(e.dirty) == 0 && len(e.idx) == 0 && len(e.dead) == 0 {
 		return nil
 	}
+	// Out of the cache first: a failed flush may have written a key or
+	// not, and the next load must read which from Badger.
+	for k := range e.dirty {
+		e.cache.Del([]byte(k))
+	}
+	for k := range e.dead {
+		e.cache.Del([]byte(k))
+	}
+	for k := range e.aliasMem {
+		e.cache.Del([]byte(k))
+	}
 	wb := kv.NewChunked(e.db, flushChunk)
 	defer wb.Cancel()
 	var buf []byte
+	var stored [][2][]byte // key, value: cached once committed
 	for _, op := range e.idx {
 		var err error
 		if op.del {
@@ -663,12 +704,11 @@ func (e *Engine) flush() error {
 		var err error
 		if e.dead[k] || s.merged != "" || (s.empty() && s.due == 0) {
 			err = wb.Delete([]byte(k))
-			if s.merged != "" || e.dead[k] {
-				e.cache.Remove(k)
-			}
 		} else {
 			buf = s.encode(buf[:0], e.prog)
-			err = wb.Set([]byte(k), slices.Clone(buf))
+			kv := [2][]byte{[]byte(k), slices.Clone(buf)}
+			stored = append(stored, kv)
+			err = wb.Set(kv[0], kv[1])
 		}
 		if err != nil {
 			return err
@@ -690,8 +730,18 @@ func (e *Engine) flush() error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("segments: writing state: %w", err)
 	}
+	for _, kv := range stored {
+		e.cache.Set(kv[0], kv[1])
+	}
+	for k, id := range e.aliasMem {
+		if id != "" {
+			e.cache.Set([]byte(k), []byte(id))
+		}
+	}
 	clear(e.dirty)
 	clear(e.dead)
+	clear(e.mem)
+	clear(e.aliasMem)
 	e.idx = e.idx[:0]
 	e.audSeqStored = e.audSeq
 	return nil

@@ -152,9 +152,14 @@ func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*sta
 // lookupAlias returns the canonical profile an alias points to, or "".
 func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 	k := string(aliasKey(site, kind, v))
-	if p, ok := e.aliases.Get(k); ok {
+	if p, ok := e.aliasMem[k]; ok { // set or deleted since the last flush
 		e.m.aliasCached.Inc()
 		return p, nil
+	}
+	if b, ok := e.cache.HasGet(e.buf[:0], []byte(k)); ok {
+		e.buf = b
+		e.m.aliasCached.Inc()
+		return string(b), nil
 	}
 	if !e.known.MayContainString(k) {
 		e.m.aliasFiltered.Inc()
@@ -175,7 +180,7 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 		return err
 	})
 	if err == nil && p != "" {
-		e.aliases.Add(k, p)
+		e.cache.Set([]byte(k), []byte(p))
 	}
 	return p, err
 }
@@ -183,7 +188,7 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 func (e *Engine) setAlias(s *state, kind, v string) {
 	k := aliasKey(s.site, kind, v)
 	e.known.Add(k)
-	e.aliases.Add(string(k), s.id)
+	e.aliasMem[string(k)] = s.id
 	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
 	a := kind + v
 	if !slices.Contains(s.aliases, a) && len(s.aliases) < maxAliases {
@@ -223,7 +228,7 @@ func (e *Engine) resolve(site, profile string, aliases [][2]string, at int64) (*
 	var dst *state
 	if len(found) == 0 {
 		dst = &state{site: site, id: profile, firstSeen: at}
-		e.cache.Add(string(stateKey(site, profile)), dst)
+		e.mem[string(stateKey(site, profile))] = dst
 		e.m.profiles.Inc()
 	} else {
 		slices.SortFunc(found, func(a, b *state) int {

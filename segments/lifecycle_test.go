@@ -189,7 +189,7 @@ rules:
 	}
 	for _, a := range [][2]string{{aliasEmail, email}, {aliasProfile, emailProfile}, {aliasAnon, "anon1"}} {
 		r.e.mu.Lock()
-		r.e.aliases.Purge() // read the stored index, not the cache
+		r.e.cache.Reset() // read the stored index, not the cache
 		id, err := r.e.lookupAlias("shop", a[0], a[1])
 		r.e.mu.Unlock()
 		if err != nil || id != "a:anon1" {

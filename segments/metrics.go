@@ -3,6 +3,7 @@ package segments
 import (
 	"sync/atomic"
 
+	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -25,6 +26,8 @@ type metrics struct {
 	batchSeconds     prometheus.Histogram
 	// alias lookups by where they were answered
 	aliasFiltered, aliasCached, aliasStore prometheus.Counter
+	// profile state loads by where they were answered
+	loadMem, loadCache, loadStore, loadAbsent prometheus.Counter
 }
 
 // segCollector reports each segment's members and held-out counts; it reads
@@ -71,8 +74,24 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_alias_lookups_total",
 		Help: "Identifier → profile lookups, by where they were answered: filter (certainly new, no read), cache, or badger."}, []string{"answer"})
 	m.aliasFiltered, m.aliasCached, m.aliasStore = lookups.WithLabelValues("filter"), lookups.WithLabelValues("cache"), lookups.WithLabelValues("badger")
+	loads := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_profile_loads_total",
+		Help: "Profile state lookups, by where they were answered: memory (touched since the last commit), cache, badger, or absent (no such profile)."}, []string{"answer"})
+	m.loadMem, m.loadCache, m.loadStore, m.loadAbsent = loads.WithLabelValues("memory"), loads.WithLabelValues("cache"), loads.WithLabelValues("badger"), loads.WithLabelValues("absent")
+	cacheStat := func(f func(*fastcache.Stats) uint64) func() float64 {
+		return func() float64 {
+			var st fastcache.Stats
+			e.cache.UpdateStats(&st)
+			return float64(f(&st))
+		}
+	}
 	if reg != nil {
-		reg.MustRegister(lookups)
+		reg.MustRegister(lookups, loads,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagway_segments_cache_bytes",
+				Help: "Bytes held by the cache of stored profile states and identifiers (segments.cache_size bounds it)."},
+				cacheStat(func(s *fastcache.Stats) uint64 { return s.BytesSize })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagway_segments_cache_entries",
+				Help: "Profile states and identifiers in the cache."},
+				cacheStat(func(s *fastcache.Stats) uint64 { return s.EntriesCount })))
 		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.republishSkipped, m.batchSeconds,
 			&segCollector{e: e,
 				members: prometheus.NewDesc("tagway_segment_members", "Profiles in the segment (published, not held out).", []string{"segment"}, nil),

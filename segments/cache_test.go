@@ -1,0 +1,136 @@
+package segments
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// stored reads key from Badger (nil when absent).
+func stored(t *testing.T, r *rig, key []byte) []byte {
+	t.Helper()
+	var v []byte
+	err := r.store.DB().View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err = item.ValueCopy(nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func commitNow(t *testing.T, r *rig) {
+	t.Helper()
+	r.e.mu.Lock()
+	err := r.e.commit()
+	r.e.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The cache holds a profile's state and aliases exactly as Badger stores
+// them once committed, later loads are answered from it, a dropped batch
+// leaves it as stored, and an erasure takes them out.
+func TestCacheHoldsWhatWasStored(t *testing.T) {
+	r := newRig(t, "commit: 1m\n"+cartRules) // commits are the test's
+	sk, ak := stateKey("shop", "a:c1"), aliasKey("shop", aliasAnon, "c1")
+	same := func(when string) {
+		t.Helper()
+		r.e.mu.Lock()
+		defer r.e.mu.Unlock()
+		for _, k := range [][]byte{sk, ak} {
+			want := stored(t, r, k)
+			got, ok := r.e.cache.HasGet(nil, k)
+			if want == nil || !ok || !bytes.Equal(got, want) {
+				t.Fatalf("%s: %q cached %v %x, stored %x", when, k, ok, got, want)
+			}
+		}
+		if len(r.e.mem) != 0 || len(r.e.aliasMem) != 0 {
+			t.Fatalf("%s: %d states, %d aliases left in memory after the commit", when, len(r.e.mem), len(r.e.aliasMem))
+		}
+	}
+	r.send(ev{name: "AddToCart", anon: "c1"})
+	commitNow(t, r)
+	same("after the first commit")
+	first := stored(t, r, sk)
+
+	cache, store := counterValue(r.e.m.loadCache), counterValue(r.e.m.loadStore)
+	r.send(ev{name: "AddToCart", anon: "c1", props: `{"value": 5}`})
+	if c, s := counterValue(r.e.m.loadCache)-cache, counterValue(r.e.m.loadStore)-store; c != 1 || s != 0 {
+		t.Fatalf("the second event's load: %v from the cache, %v from Badger; want 1, 0", c, s)
+	}
+	commitNow(t, r)
+	same("after the second commit")
+	if bytes.Equal(first, stored(t, r, sk)) {
+		t.Fatal("the second event did not change the stored state")
+	}
+
+	// Applied, then dropped before its commit: memory is cleared, the cache
+	// still holds what Badger holds, and the redelivery is read from it.
+	second := stored(t, r, sk)
+	r.send(ev{name: "AddToCart", anon: "c1"})
+	r.e.mu.Lock()
+	r.e.fail(errors.New("test: dropped"))
+	if len(r.e.mem) != 0 || len(r.e.aliasMem) != 0 {
+		t.Fatalf("fail left %d states, %d aliases in memory", len(r.e.mem), len(r.e.aliasMem))
+	}
+	if got, _ := r.e.cache.HasGet(nil, sk); !bytes.Equal(got, second) {
+		t.Fatalf("after a dropped batch the cache holds %x, Badger %x", got, second)
+	}
+	cache = counterValue(r.e.m.loadCache)
+	r.e.mu.Unlock()
+	r.send(ev{name: "AddToCart", anon: "wake"}) // the loop resubscribes after its next batch
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		r.e.mu.Lock()
+		again := counterValue(r.e.m.loadCache) > cache
+		r.e.mu.Unlock()
+		if again {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dropped event was not applied again")
+		}
+	}
+	commitNow(t, r)
+	same("after the redelivery")
+	if bytes.Equal(second, stored(t, r, sk)) {
+		t.Fatal("the redelivered event did not change the stored state")
+	}
+
+	if _, err := r.e.Erase("shop", "a:c1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range [][]byte{sk, ak} {
+		if v, ok := r.e.cache.HasGet(nil, k); ok || stored(t, r, k) != nil {
+			t.Fatalf("after the erasure %q: cached %v %x, stored %x", k, ok, v, stored(t, r, k))
+		}
+	}
+}
+
+func TestCacheSizeConfig(t *testing.T) {
+	for rules, want := range map[string]string{
+		"cache_profiles: 100000\n" + cartRules: "segments.cache_profiles: replaced by segments.cache_size",
+		"cache_size: 1MiB\n" + cartRules:       "segments.cache_size: must be at least 32MiB",
+	} {
+		cfg := parseRules(t, rules)
+		if _, err := cfg.Validate(); err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Fatalf("%q: %v, want %q", rules[:22], err, want)
+		}
+	}
+	cfg := parseRules(t, cartRules)
+	if _, err := cfg.Validate(); err != nil || cfg.CacheSize != 64<<20 {
+		t.Fatalf("default: %v %v", cfg.CacheSize, err)
+	}
+}
