@@ -1,6 +1,9 @@
 package kv
 
 import (
+	"bytes"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -74,5 +77,86 @@ func TestGetUint64(t *testing.T) {
 	set("bad", []byte{1})
 	if _, err := GetUint64(db, []byte("bad")); err == nil {
 		t.Fatal("a 1-byte value read as a uint64")
+	}
+}
+
+func TestCompressionConfig(t *testing.T) {
+	c := Config{Compression: "lz4"}
+	c.SetDefaults()
+	if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), `badger.compression: "lz4"`) {
+		t.Fatalf("err = %v", err)
+	}
+	for comp, cache := range map[string]units.ByteSize{"": 64 << 20, "none": 0, "snappy": 64 << 20, "zstd": 64 << 20} {
+		c := Config{Compression: comp}
+		c.SetDefaults()
+		if err := c.Validate(); err != nil || c.BlockCache != cache {
+			t.Fatalf("compression %q: block cache %v, %v", comp, c.BlockCache, err)
+		}
+	}
+}
+
+// Tables are written with the configured compression, and a store whose
+// compression changes still reads the tables written before.
+func TestCompressionAppliesAndSwitches(t *testing.T) {
+	dir := t.TempDir()
+	val := []byte(strings.Repeat("tagway compresses well ", 40))
+	key := func(comp string, i int) []byte { return fmt.Appendf(nil, "%s-%06d", comp, i) }
+	comps := []string{"snappy", "none", "zstd"}
+	for round, comp := range comps {
+		s, err := Open(dir, Config{Compression: comp}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wb := s.DB().NewWriteBatch()
+		for i := range 2000 {
+			if err := wb.Set(key(comp, i), val); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil { // the memtable becomes a table
+			t.Fatal(err)
+		}
+		s, err = Open(dir, Config{Compression: comp}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables := s.DB().Tables()
+		if len(tables) != round+1 {
+			t.Fatalf("%s: %d tables after round %d", comp, len(tables), round)
+		}
+		// The newest table is this round's.
+		newest := tables[0]
+		for _, ti := range tables {
+			if ti.ID > newest.ID {
+				newest = ti
+			}
+		}
+		ratio := float64(newest.OnDiskSize) / float64(newest.UncompressedSize)
+		if (comp == "none") != (ratio > 0.9) {
+			t.Fatalf("%s: table %d is %d bytes on disk for %d uncompressed", comp, newest.ID, newest.OnDiskSize, newest.UncompressedSize)
+		}
+		err = s.DB().View(func(tx *badger.Txn) error {
+			for _, c := range comps[:round+1] {
+				for _, i := range []int{0, 999, 1999} {
+					it, err := tx.Get(key(c, i))
+					if err != nil {
+						return fmt.Errorf("%s: %s: %w", comp, key(c, i), err)
+					}
+					if v, _ := it.ValueCopy(nil); !bytes.Equal(v, val) {
+						return fmt.Errorf("%s: %s = %q", comp, key(c, i), v)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
