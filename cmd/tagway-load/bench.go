@@ -116,6 +116,7 @@ type Report struct {
 	At         string             `json:"at"`
 	Machine    string             `json:"machine"`
 	Command    string             `json:"command"`
+	Config     string             `json:"tagway_config,omitempty"` // --config's YAML
 	Results    []Result           `json:"results"`
 	PeakRSSMiB float64            `json:"tagway_peak_rss_mib"`
 	BadgerMiB  float64            `json:"tagway_badger_mib"`
@@ -184,7 +185,7 @@ func runBaselines(ctx context.Context, tmp string, tr *traffic, o options, rep *
 }
 
 func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report, error) {
-	rep := &Report{At: time.Now().UTC().Format(time.RFC3339), Command: "go run ./cmd/tagway-load " + strings.Join(os.Args[1:], " "), Ratios: map[string]float64{}}
+	rep := &Report{At: time.Now().UTC().Format(time.RFC3339), Command: "go run ./cmd/tagway-load " + strings.Join(os.Args[1:], " "), Config: o.config, Ratios: map[string]float64{}}
 	rep.Machine = machine()
 	tr := &traffic{profiles: o.profiles}
 
@@ -213,7 +214,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		return nil, err
 	}
 	rep.Segments = nseg
-	srv, err := startTagway(ctx, o, tmp, extra, log)
+	srv, err := startTagway(ctx, o, tmp, extra+"\n"+o.config, log)
 	if err != nil {
 		return nil, err
 	}

@@ -44,6 +44,7 @@ type options struct {
 	drain     time.Duration
 	only      string
 	hold      time.Duration
+	config    string // YAML appended to the bench's tagway config
 	baselines bool
 }
 
@@ -62,6 +63,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.segments, "segments", "segments/testdata/examples.yaml", "YAML with the segments: section to run (the README's 20 examples)")
 	fs.StringVar(&o.only, "only", "", `run one scenario: "server" (batches of 20) or "browser" (beacons); default both`)
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "the TikTok destination's hold (how long a conversion waits for its other copy)")
+	fs.StringVar(&o.config, "config", "", "YAML file appended to tagway's bench config: sections it does not set (badger:, dedup:, nats:), to measure a setting")
 	fs.BoolVar(&o.baselines, "baselines", true, "measure the baselines too (without them the report has no ratios)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +75,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if o.rate < 0 {
 		return fmt.Errorf("--rate: %v is negative", o.rate)
+	}
+	if o.config != "" {
+		b, err := os.ReadFile(o.config)
+		if err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+		o.config = string(b)
 	}
 	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		return err

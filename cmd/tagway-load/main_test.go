@@ -91,7 +91,16 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 	if err := runGo(t, "build", "-o", bin, "../tagway"); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--only", "browser", "--baselines=false", "--rate", "150", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}
+	// --config reaches the server: a bad setting stops it, naming the key.
+	bad := filepath.Join(dir, "bad.yaml")
+	_ = os.WriteFile(bad, []byte("badger: {compression: lz4}\n"), 0o600)
+	if err := run(t.Context(), []string{"--only", "browser", "--baselines=false", "--duration", "1s", "--out", dir, "--bin", bin, "--config", bad, "--segments", "../../segments/testdata/examples.yaml"}, &bytes.Buffer{}, &log); err == nil || !strings.Contains(log.String(), "badger.compression") {
+		t.Fatalf("a bad --config: %v\n%s", err, log.String())
+	}
+	log.Reset()
+	good := filepath.Join(dir, "good.yaml")
+	_ = os.WriteFile(good, []byte("badger: {memtable_size: 16MiB}\n"), 0o600)
+	args := []string{"--only", "browser", "--baselines=false", "--rate", "150", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--config", good, "--segments", "../../segments/testdata/examples.yaml"}
 	if err := run(t.Context(), args, &bytes.Buffer{}, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
@@ -100,6 +109,9 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 	var rep Report
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
+	}
+	if rep.Config != "badger: {memtable_size: 16MiB}\n" {
+		t.Fatalf("report's config: %q", rep.Config)
 	}
 	for _, r := range rep.Results {
 		if r.Mode != "open" {
