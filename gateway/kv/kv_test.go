@@ -80,6 +80,26 @@ func TestGetUint64(t *testing.T) {
 	}
 }
 
+func TestMemTableSizeConfig(t *testing.T) {
+	c := Config{MemTableSize: 4 << 20}
+	c.SetDefaults()
+	if err := c.Validate(); err == nil || err.Error() != "badger.memtable_size: must be at least 8MiB" {
+		t.Fatalf("err = %v", err)
+	}
+	c = Config{}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil || c.MemTableSize != 8<<20 || c.MemoryBound() != 136<<20 {
+		t.Fatalf("defaults: memtable %v, bound %d, %v", c.MemTableSize, c.MemoryBound(), err)
+	}
+	// The smallest allowed opens (Badger refuses a memtable whose batch
+	// limit cannot hold its value threshold).
+	s, err := Open(t.TempDir(), c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+}
+
 func TestCompressionConfig(t *testing.T) {
 	c := Config{Compression: "lz4"}
 	c.SetDefaults()
