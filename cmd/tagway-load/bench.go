@@ -690,7 +690,11 @@ func printReport(w io.Writer, rep *Report) {
 		if r.Lags == nil && r.Deltas == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "open loop, %s: event → tw.audience delta p99 %.1f ms (%d timed)\n", r.Scenario, r.DeltaP99ms, r.Deltas)
+		if r.Deltas > 0 {
+			fmt.Fprintf(w, "open loop, %s: event → tw.audience delta p99 %.1f ms (%d timed)\n", r.Scenario, r.DeltaP99ms, r.Deltas)
+		} else {
+			fmt.Fprintf(w, "open loop, %s: consumer backlogs (deltas are timed for browser profiles only)\n", r.Scenario)
+		}
 		names := slices.Sorted(maps.Keys(r.Lags))
 		for _, c := range names {
 			l := r.Lags[c]
