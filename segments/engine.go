@@ -79,8 +79,8 @@ type Config struct {
 	Rules []Rule         `yaml:"rules"`
 	// CacheSize is the memory for profile states and identifiers as
 	// stored (encoded, off the Go heap: nothing for the GC to scan). At
-	// least 32MiB. Default 64MiB (about 300 000 profiles of the README's
-	// examples).
+	// least 32MiB. Default 64MiB: about 150 000 profiles with their
+	// identifiers (~400 bytes each with the README's examples).
 	CacheSize units.ByteSize `yaml:"cache_size"`
 	// CacheProfiles is refused: replaced by cache_size.
 	CacheProfiles int `yaml:"cache_profiles"`
@@ -672,6 +672,7 @@ const flushChunk = 512
 // index entries not written.
 func (e *Engine) flush() error {
 	if len(e.dirty) == 0 && len(e.idx) == 0 && len(e.dead) == 0 {
+		clear(e.mem) // only read: what it holds is what is stored
 		return nil
 	}
 	// Out of the cache first: a failed flush may have written a key or
@@ -706,9 +707,9 @@ func (e *Engine) flush() error {
 			err = wb.Delete([]byte(k))
 		} else {
 			buf = s.encode(buf[:0], e.prog)
-			kv := [2][]byte{[]byte(k), slices.Clone(buf)}
-			stored = append(stored, kv)
-			err = wb.Set(kv[0], kv[1])
+			pair := [2][]byte{[]byte(k), slices.Clone(buf)}
+			stored = append(stored, pair)
+			err = wb.Set(pair[0], pair[1])
 		}
 		if err != nil {
 			return err
@@ -730,8 +731,8 @@ func (e *Engine) flush() error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("segments: writing state: %w", err)
 	}
-	for _, kv := range stored {
-		e.cache.Set(kv[0], kv[1])
+	for _, pair := range stored {
+		e.cache.Set(pair[0], pair[1])
 	}
 	for k, id := range e.aliasMem {
 		if id != "" {

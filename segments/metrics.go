@@ -90,7 +90,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 				Help: "Bytes held by the cache of stored profile states and identifiers (segments.cache_size bounds it)."},
 				cacheStat(func(s *fastcache.Stats) uint64 { return s.BytesSize })),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tagway_segments_cache_entries",
-				Help: "Profile states and identifiers in the cache."},
+				Help: "Profile states and identifiers in the cache (an upper bound: fastcache still counts entries whose space was reused until they are looked up or set again)."},
 				cacheStat(func(s *fastcache.Stats) uint64 { return s.EntriesCount })))
 		reg.MustRegister(m.recorded, m.skipped, m.deltas, m.merges, m.profiles, m.swept, m.errors, m.publishErrors, m.republishSkipped, m.batchSeconds,
 			&segCollector{e: e,
