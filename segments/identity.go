@@ -151,38 +151,37 @@ func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*sta
 
 // lookupAlias returns the canonical profile an alias points to, or "".
 func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
-	k := string(aliasKey(site, kind, v))
-	if p, ok := e.aliasMem[k]; ok { // set or deleted since the last flush
+	k := aliasKey(site, kind, v)
+	if p, ok := e.aliasMem[string(k)]; ok { // set or deleted since the last flush
 		e.m.aliasCached.Inc()
 		return p, nil
 	}
-	if b, ok := e.cache.HasGet(e.buf[:0], []byte(k)); ok {
+	if b, ok := e.cache.HasGet(e.buf[:0], k); ok {
 		e.buf = b
 		e.m.aliasCached.Inc()
 		return string(b), nil
 	}
-	if !e.known.MayContainString(k) {
+	if !e.known.MayContain(k) {
 		e.m.aliasFiltered.Inc()
 		return "", nil // never written: a new identifier
 	}
 	e.m.aliasStore.Inc()
-	var p string
+	var b []byte
 	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(k))
+		item, err := txn.Get(k)
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		b, err := item.ValueCopy(nil)
-		p = string(b)
+		b, err = item.ValueCopy(nil)
 		return err
 	})
-	if err == nil && p != "" {
-		e.cache.Set([]byte(k), []byte(p))
+	if err == nil && len(b) > 0 {
+		e.cache.Set(k, b)
 	}
-	return p, err
+	return string(b), err
 }
 
 func (e *Engine) setAlias(s *state, kind, v string) {

@@ -5,7 +5,6 @@ import (
 	"hash/maphash"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
@@ -94,11 +93,6 @@ func (f *Filter) MayContain(key []byte) bool {
 	return false
 }
 
-// MayContainString is MayContain for a string key, without a copy.
-func (f *Filter) MayContainString(key string) bool {
-	return f.MayContain(unsafeBytes(key))
-}
-
 // Stats reports the keys added since the filter was made and its size.
 func (f *Filter) Stats() (keys uint, bytes uint) {
 	for i := range f.shards {
@@ -148,6 +142,3 @@ func LoadFilter(db *badger.DB, prefix []byte, minCapacity uint, fp float64) (*Fi
 	}
 	return f, time.Since(start), nil
 }
-
-// unsafeBytes views s as bytes for a call that only reads them.
-func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
