@@ -15,7 +15,8 @@
 // Badger key schema (one prefix byte per kind; sequence numbers big-endian so
 // records scan in order):
 //
-//	'A' seq(8)                      → record JSON (with its hash; no profile id)
+//	'A' seq(8)                      → the record in its stored form (codec.go;
+//	                                  with its hash, no profile id)
 //	'S' site 0x00 profile           → the profile's 32-byte HMAC key
 //	'R' ref                         → site 0x00 profile (resolves refs for queries)
 //	'P' ref 0x00 seq(8)             → nothing (profile index)
@@ -215,7 +216,8 @@ func New(db *badger.DB, now func() time.Time) *Log {
 	return &Log{db: db, now: now}
 }
 
-func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
+// get calls fn with key's value, if it is there.
+func get(txn *badger.Txn, key []byte, fn func([]byte) error) (bool, error) {
 	item, err := txn.Get(key)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return false, nil
@@ -223,7 +225,11 @@ func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return true, item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	return true, item.Value(fn)
+}
+
+func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
+	return get(txn, key, func(b []byte) error { return json.Unmarshal(b, v) })
 }
 
 // Append adds records in order, linking each to the one before, in one
@@ -333,10 +339,7 @@ func (l *Log) appendIn(txn *badger.Txn, req *appendReq) error {
 			return err
 		}
 		r.Hash = hash
-		stored := *r
-		stored.Profile = ""
-		b, _ := json.Marshal(stored)
-		if err := txn.Set(recordKey(r.Seq), b); err != nil {
+		if err := txn.Set(recordKey(r.Seq), encodeRecord(nil, r)); err != nil {
 			return err
 		}
 		if r.ProfileRef != "" && r.Kind != KindErasure {
@@ -376,8 +379,8 @@ func (l *Log) Verify() (int, error) {
 				return &BrokenError{Seq: want, Reason: fmt.Sprintf("record %d is missing (found %d next)", want, seq)}
 			}
 			var r Record
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &r) }); err != nil {
-				return &BrokenError{Seq: seq, Reason: "record is not valid JSON"}
+			if err := it.Item().Value(func(b []byte) error { return decodeRecord(b, &r) }); err != nil {
+				return &BrokenError{Seq: seq, Reason: err.Error()}
 			}
 			if r.Seq != seq {
 				return &BrokenError{Seq: seq, Reason: fmt.Sprintf("record says it is %d: moved", r.Seq)}
@@ -415,7 +418,7 @@ func (l *Log) Query(site, profile string, since, until time.Time, fn func(*Recor
 			k := it.Item().Key()
 			seq := binary.BigEndian.Uint64(k[len(k)-8:])
 			var r Record
-			found, err := getJSON(txn, recordKey(seq), &r)
+			found, err := get(txn, recordKey(seq), func(b []byte) error { return decodeRecord(b, &r) })
 			if err != nil {
 				return err
 			}
@@ -438,7 +441,7 @@ func (l *Log) Scan(since, until time.Time, fn func(*Record) error) error {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var r Record
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &r) }); err != nil {
+			if err := it.Item().Value(func(b []byte) error { return decodeRecord(b, &r) }); err != nil {
 				return err
 			}
 			if !inRange(r.At, since, until) {
@@ -502,7 +505,7 @@ func (l *Log) Last(kind string) (*Record, error) {
 		defer it.Close()
 		for it.Seek(recordKey(^uint64(0))); it.ValidForPrefix([]byte{'A'}); it.Next() {
 			var r Record
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &r) }); err != nil {
+			if err := it.Item().Value(func(b []byte) error { return decodeRecord(b, &r) }); err != nil {
 				return err
 			}
 			if r.Kind == kind {
@@ -528,7 +531,7 @@ func (l *Log) Prune(before time.Time) (int, error) {
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			var r Record
-			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &r) }); err != nil {
+			if err := it.Item().Value(func(b []byte) error { return decodeRecord(b, &r) }); err != nil {
 				return err
 			}
 			if r.At >= before.UnixMilli() {

@@ -88,15 +88,20 @@ func TestTamper(t *testing.T) {
 		reason string
 	}{
 		{"alter a field", func(t *testing.T, db *badger.DB) {
-			set(t, db, recordKey(5), bytes.Replace(raw(t, db, 5), []byte(`"US-CA"`), []byte(`"US-NY"`), 1))
+			b := raw(t, db, 5)
+			if !bytes.Contains(b, []byte("US-CA")) {
+				t.Fatalf("record 5 lacks the text to alter: %q", b)
+			}
+			set(t, db, recordKey(5), bytes.Replace(b, []byte("US-CA"), []byte("US-NY"), 1))
 		}, 5, "altered"},
 		{"alter and rehash", func(t *testing.T, db *badger.DB) {
 			var r Record
-			_ = json.Unmarshal(raw(t, db, 5), &r)
+			if err := decodeRecord(raw(t, db, 5), &r); err != nil {
+				t.Fatal(err)
+			}
 			r.Jurisdiction = "US-NY"
 			r.Hash, _ = hashOf(r)
-			b, _ := json.Marshal(r)
-			set(t, db, recordKey(5), b)
+			set(t, db, recordKey(5), encodeRecord(nil, &r))
 		}, 6, "prev does not match"},
 		{"delete one", func(t *testing.T, db *badger.DB) { del(t, db, recordKey(4)) }, 4, "missing"},
 		{"reorder two", func(t *testing.T, db *badger.DB) {
@@ -106,6 +111,10 @@ func TestTamper(t *testing.T) {
 		}, 3, "moved"},
 		{"delete the last", func(t *testing.T, db *badger.DB) { del(t, db, recordKey(10)) }, 10, "head says 10"},
 		{"garbage", func(t *testing.T, db *badger.DB) { set(t, db, recordKey(7), []byte("{")) }, 7, "not valid JSON"},
+		{"truncated", func(t *testing.T, db *badger.DB) {
+			b := raw(t, db, 7)
+			set(t, db, recordKey(7), b[:len(b)-10])
+		}, 7, "record's hash is truncated"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
