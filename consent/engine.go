@@ -83,7 +83,8 @@ type Linker interface {
 	Profile(site, kind, value string) (string, error)
 }
 
-// state is a profile's last consent state ('c' site 0x00 profile).
+// state is a profile's last consent state ('c' site 0x00 profile; stored
+// as statecodec.go says).
 type state struct {
 	Signals     storedSignals `json:"signals"`
 	Country     string        `json:"country,omitempty"`
@@ -250,7 +251,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		// transaction (one Badger write per change: the load test's profile
 		// showed three). Only a failed publish marks it pending (Published).
 		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At, Source: string(env.Source)}
-		b, _ := json.Marshal(st)
+		b := encodeState(nil, st)
 		e.known.Add(stateKey(env.Site, profile))
 		err := e.log.AppendTx(func(txn *badger.Txn) error {
 			return txn.SetEntry(badger.NewEntry(stateKey(env.Site, profile), b).WithTTL(e.cfg.StateTTL.D()))
@@ -316,7 +317,7 @@ func (e *Engine) load(site, profile string) (*state, error) {
 		}
 		return item.Value(func(b []byte) error {
 			st = &state{}
-			return json.Unmarshal(b, st)
+			return decodeState(b, st)
 		})
 	})
 	if err != nil {
@@ -326,7 +327,7 @@ func (e *Engine) load(site, profile string) (*state, error) {
 }
 
 func (e *Engine) store(site, profile string, st *state) error {
-	b, _ := json.Marshal(st)
+	b := encodeState(nil, st)
 	e.known.Add(stateKey(site, profile))
 	err := e.db.Update(func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry(stateKey(site, profile), b).WithTTL(e.cfg.StateTTL.D()))

@@ -1,0 +1,52 @@
+package wire
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRoundTripAndErrors(t *testing.T) {
+	var b []byte
+	hexes := []string{"", "00ff", "abc", "ABCD", strings.Repeat("9f", 32), "zz"}
+	for _, h := range hexes {
+		b = AppendHex(b, h)
+	}
+	b = AppendStr(b, "café")
+	b = AppendBool(b, true)
+	d := Dec{B: b, What: "thing"}
+	for _, h := range hexes {
+		if got := d.Hex("h"); got != h {
+			t.Fatalf("hex %q came back %q", h, got)
+		}
+	}
+	if d.Str("s") != "café" || !d.Bool("b") || d.Done("b") != nil {
+		t.Fatalf("str/bool: %v", d.Err)
+	}
+	if n := len(AppendHex(nil, strings.Repeat("9f", 32))); n != 34 {
+		t.Fatalf("a 64-digit hex takes %d bytes, want 34", n)
+	}
+
+	cases := []struct {
+		b    []byte
+		read func(*Dec)
+		want string
+	}{
+		{[]byte{0xff}, func(d *Dec) { d.Uvarint("n") }, "thing's n is truncated"},
+		{[]byte{200, 1, 'x'}, func(d *Dec) { d.Str("name") }, "thing's name is truncated"}, // 200 bytes announced, 1 there
+		{[]byte{2}, func(d *Dec) { d.Bool("flag") }, "thing's flag is not a bool"},
+		{[]byte{7, 0}, func(d *Dec) { d.Hex("id") }, "thing's id is of unknown kind 7"},
+		{[]byte{1, 0}, func(d *Dec) { d.Hex("id") }, "thing's id is empty hex"},
+		{[]byte{0, 0, 9}, func(d *Dec) { d.Hex("id"); d.Done("id") }, "thing has 1 bytes after its id"},
+		{[]byte{0xff, 0xff, 0xff, 0x0f}, func(d *Dec) { d.Count("items") }, "thing's items is truncated"},
+	}
+	for _, c := range cases {
+		d := Dec{B: c.b, What: "thing"}
+		c.read(&d)
+		if d.Err == nil || d.Err.Error() != c.want {
+			t.Errorf("%v: %v, want %q", c.b, d.Err, c.want)
+		}
+		if d.Uvarint("later") != 0 || d.Err.Error() != c.want {
+			t.Errorf("%v: a read after the error changed it: %v", c.b, d.Err)
+		}
+	}
+}
