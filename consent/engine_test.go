@@ -2,10 +2,13 @@ package consent
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/tagway/tagway/consent/audit"
 	"github.com/tagway/tagway/gateway/event"
@@ -119,4 +122,44 @@ func TestEngineConfig(t *testing.T) {
 	if _, err := OpenGeoDB("/nonexistent.mmdb"); err == nil || !strings.Contains(err.Error(), "consent.geo.mmdb") {
 		t.Errorf("missing database: %v", err)
 	}
+}
+
+// BenchmarkDecideNewProfile is the consent write path of a new visitor with
+// a GPC signal: the decision, its audit record and the profile's state, one
+// Badger commit each (the load test's beacons take this path once per
+// profile). It reports the bytes written per profile.
+func BenchmarkDecideNewProfile(b *testing.B) {
+	st, err := kv.Open(b.TempDir(), kv.Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	e, err := NewEngine(Config{}, st.DB(), audit.New(st.DB(), nil), nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	us := Geo{Country: "US", Region: "CA"}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		env := browserEvent("")
+		env.User.AnonID = fmt.Sprintf("%032x", i)
+		env.Profile = event.ProfileID(&env.User)
+		env.Consent.Signals.GPC = true
+		if _, err := e.Decide(env, us); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	b.StopTimer()
+	var n int
+	_ = st.DB().View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			n += len(it.Item().Key()) + int(it.Item().ValueSize())
+		}
+		return nil
+	})
+	b.ReportMetric(float64(n)/float64(i), "B-stored/profile")
 }

@@ -339,7 +339,7 @@ func (l *Log) appendIn(txn *badger.Txn, req *appendReq) error {
 			return err
 		}
 		r.Hash = hash
-		if err := txn.Set(recordKey(r.Seq), encodeRecord(nil, r)); err != nil {
+		if err := txn.Set(recordKey(r.Seq), encodeRecord(make([]byte, 0, 192+len(r.Data)), r)); err != nil {
 			return err
 		}
 		if r.ProfileRef != "" && r.Kind != KindErasure {
