@@ -73,25 +73,16 @@ func (d *Dec) Done(last string) error {
 }
 
 // Uvarint reads an unsigned varint.
-func (d *Dec) Uvarint(field string) uint64 {
-	if d.Err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.B)
-	if n <= 0 {
-		d.Fail(field, "truncated")
-		return 0
-	}
-	d.B = d.B[n:]
-	return v
-}
+func (d *Dec) Uvarint(field string) uint64 { return readVarint(d, field, binary.Uvarint) }
 
 // Varint reads a signed varint.
-func (d *Dec) Varint(field string) int64 {
+func (d *Dec) Varint(field string) int64 { return readVarint(d, field, binary.Varint) }
+
+func readVarint[T uint64 | int64](d *Dec, field string, read func([]byte) (T, int)) T {
 	if d.Err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.B)
+	v, n := read(d.B)
 	if n <= 0 {
 		d.Fail(field, "truncated")
 		return 0
