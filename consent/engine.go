@@ -251,7 +251,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		// transaction (one Badger write per change: the load test's profile
 		// showed three). Only a failed publish marks it pending (Published).
 		st := &state{Signals: sig, Country: j.Country, Region: j.Region, Decision: d, AuditID: id, At: rec.At, Source: string(env.Source)}
-		b := encodeState(make([]byte, 0, 160+len(st.Signals.TCF)+len(st.Signals.GPP)+len(st.Pending)), st)
+		b := storedState(st)
 		e.known.Add(stateKey(env.Site, profile))
 		err := e.log.AppendTx(func(txn *badger.Txn) error {
 			return txn.SetEntry(badger.NewEntry(stateKey(env.Site, profile), b).WithTTL(e.cfg.StateTTL.D()))
@@ -327,7 +327,7 @@ func (e *Engine) load(site, profile string) (*state, error) {
 }
 
 func (e *Engine) store(site, profile string, st *state) error {
-	b := encodeState(make([]byte, 0, 160+len(st.Signals.TCF)+len(st.Signals.GPP)+len(st.Pending)), st)
+	b := storedState(st)
 	e.known.Add(stateKey(site, profile))
 	err := e.db.Update(func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry(stateKey(site, profile), b).WithTTL(e.cfg.StateTTL.D()))

@@ -28,6 +28,11 @@ import (
 //	hex audit_id, varint at, bool unpublished, str source, bytes pending
 const stateFormat = 0x01
 
+// storedState is st's stored form, in a buffer sized for it.
+func storedState(st *state) []byte {
+	return encodeState(make([]byte, 0, 160+len(st.Signals.TCF)+len(st.Signals.GPP)+len(st.Pending)), st)
+}
+
 func encodeState(dst []byte, st *state) []byte {
 	s := &st.Signals
 	dst = append(dst, stateFormat)
