@@ -307,18 +307,9 @@ func (e *Engine) load(site, profile string) (*state, error) {
 		return nil, nil // never signalled
 	}
 	var st *state
-	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(b []byte) error {
-			st = &state{}
-			return decodeState(b, st)
-		})
+	_, err := kv.Get(e.db, k, func(b []byte) error {
+		st = &state{}
+		return decodeState(b, st)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consent: reading state: %w", err)

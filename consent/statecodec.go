@@ -2,9 +2,6 @@ package consent
 
 import (
 	"encoding/binary"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"maps"
 	"slices"
 
@@ -82,16 +79,10 @@ func encodeState(dst []byte, st *state) []byte {
 // error names the field.
 func decodeState(b []byte, st *state) error {
 	*st = state{}
-	if len(b) > 0 && b[0] == '{' {
-		if err := json.Unmarshal(b, st); err != nil {
-			return fmt.Errorf("consent state is not valid JSON: %w", err)
-		}
-		return nil
+	d, err := wire.Open(b, stateFormat, "consent state", st)
+	if d == nil {
+		return err // an error, or a value stored as JSON, now read
 	}
-	if len(b) == 0 || b[0] != stateFormat {
-		return errors.New("consent state has an unknown format")
-	}
-	d := wire.Dec{B: b[1:], What: "consent state"}
 	s := &st.Signals
 	s.TCF = d.Str("tcf")
 	s.GPP = d.Str("gpp")

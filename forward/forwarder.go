@@ -362,16 +362,7 @@ func (f *Forwarder) enrich(env *event.Envelope) error {
 		return nil // no other copy taught anything
 	}
 	var have map[string]string
-	err := f.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error { return json.Unmarshal(v, &have) })
-	})
+	_, err := kv.Get(f.db, k, func(v []byte) error { return json.Unmarshal(v, &have) })
 	if err != nil || len(have) == 0 {
 		return err
 	}

@@ -510,21 +510,12 @@ func (e *Engine) load(site, id string) (*state, error) {
 			return nil, fmt.Errorf("segments: loading %s from the cache: %w", id, err)
 		}
 	} else {
-		err := e.db.View(func(txn *badger.Txn) error {
-			item, err := txn.Get(kb)
-			if errors.Is(err, badger.ErrKeyNotFound) {
-				return nil
+		_, err := kv.Get(e.db, kb, func(v []byte) error {
+			var err error
+			if s, err = decodeState(site, id, v); err == nil {
+				e.cache.Set(kb, v)
 			}
-			if err != nil {
-				return err
-			}
-			return item.Value(func(v []byte) error {
-				var err error
-				if s, err = decodeState(site, id, v); err == nil {
-					e.cache.Set(kb, v)
-				}
-				return err
-			})
+			return err
 		})
 		if err != nil {
 			return nil, fmt.Errorf("segments: loading %s: %w", id, err)

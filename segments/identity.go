@@ -1,14 +1,12 @@
 package segments
 
 import (
-	"errors"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 func aliasesOf(env *event.Envelope) [][2]string {
@@ -167,16 +165,9 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 	}
 	e.m.aliasStore.Inc()
 	var b []byte
-	err := e.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		b, err = item.ValueCopy(nil)
-		return err
+	_, err := kv.Get(e.db, k, func(v []byte) error {
+		b = slices.Clone(v)
+		return nil
 	})
 	if err == nil && len(b) > 0 {
 		e.cache.Set(k, b)

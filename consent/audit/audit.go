@@ -216,20 +216,8 @@ func New(db *badger.DB, now func() time.Time) *Log {
 	return &Log{db: db, now: now}
 }
 
-// get calls fn with key's value, if it is there.
-func get(txn *badger.Txn, key []byte, fn func([]byte) error) (bool, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	return true, item.Value(fn)
-}
-
 func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
-	return get(txn, key, func(b []byte) error { return json.Unmarshal(b, v) })
+	return kv.GetIn(txn, key, func(b []byte) error { return json.Unmarshal(b, v) })
 }
 
 // Append adds records in order, linking each to the one before, in one
@@ -418,7 +406,7 @@ func (l *Log) Query(site, profile string, since, until time.Time, fn func(*Recor
 			k := it.Item().Key()
 			seq := binary.BigEndian.Uint64(k[len(k)-8:])
 			var r Record
-			found, err := get(txn, recordKey(seq), func(b []byte) error { return decodeRecord(b, &r) })
+			found, err := kv.GetIn(txn, recordKey(seq), func(b []byte) error { return decodeRecord(b, &r) })
 			if err != nil {
 				return err
 			}

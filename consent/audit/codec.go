@@ -3,8 +3,6 @@ package audit
 import (
 	"encoding/binary"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"slices"
 
 	"github.com/tagway/tagway/gateway/wire"
@@ -47,16 +45,10 @@ func encodeRecord(dst []byte, r *Record) []byte {
 // were stored before it. The error says what is wrong.
 func decodeRecord(b []byte, r *Record) error {
 	*r = Record{}
-	if len(b) > 0 && b[0] == '{' {
-		if err := json.Unmarshal(b, r); err != nil {
-			return fmt.Errorf("record is not valid JSON: %w", err)
-		}
-		return nil
+	d, err := wire.Open(b, formatBinary, "record", r)
+	if d == nil {
+		return err // an error, or a value stored as JSON, now read
 	}
-	if len(b) == 0 || b[0] != formatBinary {
-		return errors.New("record has an unknown format")
-	}
-	d := wire.Dec{B: b[1:], What: "record"}
 	r.Seq = d.Uvarint("seq")
 	r.At = d.Varint("at")
 	r.Kind = d.Str("kind")

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // A record comes back from its stored form exactly as it was hashed, hex
@@ -94,7 +96,7 @@ func TestDecodedDataIsCopied(t *testing.T) {
 	fill(t, l, now, 1)
 	var r Record
 	_ = db.View(func(txn *badger.Txn) error {
-		_, err := get(txn, recordKey(1), func(b []byte) error {
+		_, err := kv.GetIn(txn, recordKey(1), func(b []byte) error {
 			err := decodeRecord(b, &r)
 			for i := range b {
 				b[i] = 0 // what Badger may do to the buffer after the callback

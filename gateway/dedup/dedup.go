@@ -554,17 +554,9 @@ func (s *Store) Profile(site, kind, value string) (string, error) {
 		return "", nil // never linked: no read (most identifiers)
 	}
 	var p string
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(k)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
+	_, err := kv.Get(s.db, k, func(v []byte) error {
 		p = string(v)
-		return err
+		return nil
 	})
 	return p, err
 }

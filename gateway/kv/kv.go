@@ -224,25 +224,38 @@ func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a..
 func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
 func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...)) }
 
+// GetIn calls fn with key's value in txn; found is false, and fn is not
+// called, when the key is absent. v is valid only inside fn.
+func GetIn(txn *badger.Txn, key []byte, fn func(v []byte) error) (found bool, err error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, item.Value(fn)
+}
+
+// Get is GetIn in a read transaction of its own.
+func Get(db *badger.DB, key []byte, fn func(v []byte) error) (found bool, err error) {
+	err = db.View(func(txn *badger.Txn) error {
+		found, err = GetIn(txn, key, fn)
+		return err
+	})
+	return found, err
+}
+
 // GetUint64 reads a big-endian uint64 stored under key; 0 when the key is
 // absent.
 func GetUint64(db *badger.DB, key []byte) (uint64, error) {
 	var n uint64
-	err := db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
+	_, err := Get(db, key, func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%q holds %d bytes, not 8", key, len(v))
 		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			if len(v) != 8 {
-				return fmt.Errorf("%q holds %d bytes, not 8", key, len(v))
-			}
-			n = binary.BigEndian.Uint64(v)
-			return nil
-		})
+		n = binary.BigEndian.Uint64(v)
+		return nil
 	})
 	return n, err
 }

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -77,6 +78,19 @@ func TestGetUint64(t *testing.T) {
 	set("bad", []byte{1})
 	if _, err := GetUint64(db, []byte("bad")); err == nil {
 		t.Fatal("a 1-byte value read as a uint64")
+	}
+	// Get: found or not, fn called only for a present key, fn's error returned.
+	calls := 0
+	if found, err := Get(db, []byte("absent"), func([]byte) error { calls++; return nil }); found || err != nil || calls != 0 {
+		t.Fatalf("absent: %v %v, fn called %d times", found, err, calls)
+	}
+	set("empty", nil)
+	if found, err := Get(db, []byte("empty"), func(v []byte) error { calls++; return nil }); !found || err != nil || calls != 1 {
+		t.Fatalf("an empty value: %v %v, fn called %d times", found, err, calls)
+	}
+	boom := errors.New("boom")
+	if _, err := Get(db, []byte("n"), func([]byte) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("fn's error: %v", err)
 	}
 }
 

@@ -8,6 +8,8 @@ package wire
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 )
 
@@ -70,6 +72,23 @@ func (d *Dec) Done(last string) error {
 		d.Err = fmt.Errorf("%s has %d bytes after its %s", d.What, len(d.B), last)
 	}
 	return d.Err
+}
+
+// Open starts reading a stored value whose binary form begins with the
+// byte format. A value stored as JSON by an earlier version (it begins with
+// '{') is unmarshalled into legacy instead, and Open returns a nil Dec with
+// the outcome. what names the value in errors ("record").
+func Open(b []byte, format byte, what string, legacy any) (*Dec, error) {
+	if len(b) > 0 && b[0] == '{' {
+		if err := json.Unmarshal(b, legacy); err != nil {
+			return nil, fmt.Errorf("%s is not valid JSON: %w", what, err)
+		}
+		return nil, nil
+	}
+	if len(b) == 0 || b[0] != format {
+		return nil, errors.New(what + " has an unknown format")
+	}
+	return &Dec{B: b[1:], What: what}, nil
 }
 
 // Uvarint reads an unsigned varint.

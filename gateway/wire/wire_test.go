@@ -50,3 +50,22 @@ func TestRoundTripAndErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestOpen(t *testing.T) {
+	var legacy struct{ A int }
+	if d, err := Open([]byte(`{"A":7}`), 3, "thing", &legacy); d != nil || err != nil || legacy.A != 7 {
+		t.Fatalf("JSON: %v %v %+v", d, err, legacy)
+	}
+	if _, err := Open([]byte(`{"A":`), 3, "thing", &legacy); err == nil || !strings.HasPrefix(err.Error(), "thing is not valid JSON") {
+		t.Fatalf("bad JSON: %v", err)
+	}
+	for _, b := range [][]byte{nil, {4, 1}} {
+		if d, err := Open(b, 3, "thing", &legacy); d != nil || err == nil || err.Error() != "thing has an unknown format" {
+			t.Fatalf("%v: %v %v", b, d, err)
+		}
+	}
+	d, err := Open([]byte{3, 9}, 3, "thing", &legacy)
+	if err != nil || d.Uvarint("n") != 9 || d.Done("n") != nil {
+		t.Fatalf("binary: %v %v", d, err)
+	}
+}
