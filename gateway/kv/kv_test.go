@@ -194,3 +194,74 @@ func TestCompressionAppliesAndSwitches(t *testing.T) {
 		}
 	}
 }
+
+func TestTableSizeAndCompactorsConfig(t *testing.T) {
+	for _, tc := range []struct {
+		c   Config
+		err string
+	}{
+		{Config{TableSize: 100 << 10}, "badger.table_size: must be between 256KiB and 256MiB"},
+		{Config{TableSize: 512 << 20}, "badger.table_size: must be between 256KiB and 256MiB"},
+		{Config{Compactors: 1}, "badger.compactors: must be between 2 and 16"},
+		{Config{Compactors: 17}, "badger.compactors: must be between 2 and 16"},
+	} {
+		tc.c.SetDefaults()
+		if err := tc.c.Validate(); err == nil || err.Error() != tc.err {
+			t.Errorf("%+v: err = %v, want %q", tc.c, err, tc.err)
+		}
+	}
+	c := Config{}
+	c.SetDefaults()
+	if c.TableSize != 2<<20 || c.Compactors != 2 {
+		t.Fatalf("defaults: table %v, compactors %d", c.TableSize, c.Compactors)
+	}
+	dir, cfg := t.TempDir(), Config{TableSize: 256 << 10, Compactors: 3, Compression: "none"}
+	s, err := Open(dir, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	if o := s.DB().Opts(); o.BaseTableSize != 256<<10 || o.TableSizeMultiplier != 1 || o.NumCompactors != 3 {
+		t.Fatalf("badger options: base table %d, multiplier %d, compactors %d", o.BaseTableSize, o.TableSizeMultiplier, o.NumCompactors)
+	}
+	// Tables that compactions write (every level below 0) are of that size:
+	// six level-0 tables of 4MiB each (closing flushes the memtable), more
+	// than the five that trigger a level-0 compaction, then flattened.
+	val := bytes.Repeat([]byte{0x5a}, 200)
+	const perRound = 4 << 20 / 220
+	for round := 0; round < 6; round++ {
+		wb := s.DB().NewWriteBatch()
+		for i := 0; i < perRound; i++ {
+			if err := wb.Set(fmt.Appendf(nil, "k%09d", (i*7919)%perRound*6+round), val); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s, err = Open(dir, cfg, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.DB().Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	below := 0
+	for _, ti := range s.DB().Tables() {
+		if ti.Level == 0 {
+			continue
+		}
+		below++
+		// A builder stops at 95 % of the size, then finishes its block and
+		// writes the index.
+		if ti.OnDiskSize > 300<<10 {
+			t.Errorf("level %d table %d: %d bytes on disk, table_size 256KiB", ti.Level, ti.ID, ti.OnDiskSize)
+		}
+	}
+	if below < 20 {
+		t.Fatalf("%d tables below level 0; 24MiB in 256KiB tables should be ~90", below)
+	}
+}
