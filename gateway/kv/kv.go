@@ -65,9 +65,9 @@ type Config struct {
 	// but triples the index builders' allocations (3MiB per table).
 	TableSize units.ByteSize `yaml:"table_size"`
 	// Compactors is how many compactions may run at once: default 2
-	// (Badger's 4, which on two cores only competed with each other and
-	// with the requests), at least 2 (Badger's minimum: one of them is
-	// kept for level 0).
+	// (Badger's 4; each running compaction adds its builders to the heap,
+	// and on two cores two kept up in the bench), at least 2 (Badger's
+	// minimum: one of them is kept for level 0).
 	Compactors int `yaml:"compactors"`
 }
 
@@ -184,7 +184,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 		// commit against the transactions committed since it began, under
 		// Badger's one oracle lock.
 		WithDetectConflicts(false)
-	opts.TableSizeMultiplier = 1
+	opts.TableSizeMultiplier = 1 // table_size at every level, not doubling
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("kv: opening badger at %s: %w", dir, err)

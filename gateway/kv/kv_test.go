@@ -220,7 +220,11 @@ func TestTableSizeAndCompactorsConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = s.Close() }()
+	defer func() {
+		if s != nil {
+			_ = s.Close()
+		}
+	}()
 	if o := s.DB().Opts(); o.BaseTableSize != 256<<10 || o.TableSizeMultiplier != 1 || o.NumCompactors != 3 {
 		t.Fatalf("badger options: base table %d, multiplier %d, compactors %d", o.BaseTableSize, o.TableSizeMultiplier, o.NumCompactors)
 	}
