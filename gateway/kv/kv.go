@@ -79,7 +79,8 @@ type Config struct {
 // to 13 tables at once, ~2 × table_size plus a 3MiB index builder each
 // (~180MiB with the defaults), and Badger keeps the buffers of eight idle
 // builders (up to 2 × memtable_size each). At the end of a 60 s bench run
-// of server batches the builders held ~300MB and the block cache 88MB.
+// of server batches Badger's buffers held 230-330MB, the block cache
+// included (480-770MB with Badger's own sizes).
 func (c *Config) MemoryBound() int64 {
 	return int64(c.MemTableSize)*int64(c.NumMemtables+2) + int64(c.BlockCache) + int64(c.IndexCache)
 }
