@@ -12,7 +12,7 @@
 // later copy through once more (counted twice, never lost); JetStream's
 // Nats-Msg-Id window catches a retry within minutes.
 //
-// Badger key schema (big-endian-free: keys are strings, values JSON):
+// Badger key schema (keys are strings; records in codec.go's form):
 //
 //	'd' site 0x00 event 0x00 event_id  → record{t,s,p,k}   TTL = first copy + window
 //	'l' site 0x00 alias kind 0x00 value → profile           TTL = identity_ttl (396 d)
@@ -39,7 +39,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	json "github.com/goccy/go-json"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -319,7 +318,7 @@ func getRecord(txn *badger.Txn, key string) (*record, error) {
 	var rec *record
 	err = item.Value(func(v []byte) error {
 		var r record
-		if err := json.Unmarshal(v, &r); err != nil {
+		if err := decodeRecord(v, &r); err != nil {
 			return fmt.Errorf("decoding dedup record: %w", err)
 		}
 		rec = &r
@@ -490,10 +489,7 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 }
 
 func (b *Batch) queueRecord(key string, rec *record) {
-	val, err := json.Marshal(rec)
-	if err != nil { // cannot happen for this type
-		return
-	}
+	val := encodeRecord(make([]byte, 0, 24+len(rec.Profile)/2), rec)
 	ttl := time.Duration(rec.At+b.s.cfg.Window.D().Milliseconds()-b.s.now().UnixMilli()) * time.Millisecond
 	if ttl < time.Second {
 		ttl = time.Second
@@ -628,7 +624,7 @@ func (s *Store) profileKeys(site, profile string, fn func(key []byte, ev *Profil
 				parts := bytes.SplitN(k[len(prefix):], []byte{0}, 2)
 				if prefix[0] == 'd' {
 					var r record
-					if json.Unmarshal(v, &r) == nil && r.Profile == profile && len(parts) == 2 {
+					if decodeRecord(v, &r) == nil && r.Profile == profile && len(parts) == 2 {
 						fn(k, &ProfileEvent{Event: string(parts[0]), EventID: string(parts[1]), At: r.At}, "", "")
 					}
 				} else if string(v) == profile && len(parts) == 2 {
