@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/tagway/tagway/gateway/wire"
 )
 
 // entry is one second of a stream: how many matching events happened in
@@ -123,16 +125,38 @@ func (s *state) empty() bool {
 
 // ---- encoding ----------------------------------------------------------------
 
-const stateVersion = 1
+// stateVersion is the format byte encode writes. Version 1 (read, no
+// longer written) stored the hashed identifiers as hex text and every alias
+// in full; version 2 stores 64-character hex identifiers as their 32 bytes
+// (wire.AppendHex) and an alias that repeats one of them, or the profile's
+// own id, as a one-byte reference: a server profile's state with a hashed
+// email and external id is ~150 bytes instead of ~370 (measured in the
+// bench's Badger: 93 k states were 30 % of the bytes).
+const (
+	stateVersion   = 2
+	stateVersionV1 = 1
+)
+
+// Version 2's alias tags. An alias is its kind letter and its value.
+const (
+	aliasTagLit   = 0 // the alias as a string
+	aliasTagOwn   = 1 // aliasProfile + the profile's own id
+	aliasTagKind  = 2 // kind + value, the value as wire.AppendHex (anon ids, merged identifiers)
+	aliasTagEmail = 3 // aliasEmail + email
+	aliasTagPhone = 4 // aliasPhone + phone
+	aliasTagExtID = 5 // aliasExtID + extID
+	aliasTagAnon  = 6 // aliasAnon + the id after its "a:" (a browser profile's own anon id)
+)
 
 var errCorrupt = errors.New("segments: corrupt profile state")
 
 type enc struct{ b []byte }
 
-func (e *enc) u(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
-func (e *enc) i(v int64)   { e.b = binary.AppendVarint(e.b, v) }
-func (e *enc) f(v float64) { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v)) }
-func (e *enc) s(v string)  { e.u(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) u(v uint64)   { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) i(v int64)    { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) f(v float64)  { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(v)) }
+func (e *enc) s(v string)   { e.u(uint64(len(v))); e.b = append(e.b, v...) }
+func (e *enc) hex(v string) { e.b = wire.AppendHex(e.b, v) }
 func (e *enc) ss(v []string) {
 	e.u(uint64(len(v)))
 	for _, x := range v {
@@ -182,6 +206,20 @@ func (d *dec) s() string {
 	d.b = d.b[n:]
 	return v
 }
+func (d *dec) hex() string {
+	if d.err != nil {
+		return ""
+	}
+	w := wire.Dec{B: d.b, What: "profile state"}
+	v := w.Hex("identifier")
+	if w.Err != nil {
+		d.err, d.b = errCorrupt, nil
+		return ""
+	}
+	d.b = w.B
+	return v
+}
+
 func (d *dec) ss() []string {
 	n := d.u()
 	if n > uint64(len(d.b)) {
@@ -201,10 +239,13 @@ func (s *state) encode(b []byte, p *Program) []byte {
 	e := enc{b: append(b, stateVersion)}
 	e.u(s.seq)
 	e.i(s.firstSeen)
-	e.s(s.email)
-	e.s(s.phone)
-	e.s(s.extID)
-	e.ss(s.aliases)
+	e.hex(s.email)
+	e.hex(s.phone)
+	e.hex(s.extID)
+	e.u(uint64(len(s.aliases)))
+	for _, a := range s.aliases {
+		s.encodeAlias(&e, a)
+	}
 	e.s(s.country)
 	e.s(s.merged)
 	e.ss(s.uses)
@@ -264,16 +305,92 @@ func (s *state) encode(b []byte, p *Program) []byte {
 	return e.b
 }
 
+// encodeAlias writes alias a (kind letter + value) as a version 2 tag: a
+// reference to the identifier or id it repeats, else its value as hex
+// bytes when it is hex, else the string.
+func (s *state) encodeAlias(e *enc, a string) {
+	switch {
+	case a == "":
+		e.b = append(e.b, aliasTagLit)
+		e.s(a)
+	case a[0] == aliasProfile[0] && a[1:] == s.id:
+		e.b = append(e.b, aliasTagOwn)
+	case a[0] == aliasEmail[0] && a[1:] == s.email:
+		e.b = append(e.b, aliasTagEmail)
+	case a[0] == aliasPhone[0] && a[1:] == s.phone:
+		e.b = append(e.b, aliasTagPhone)
+	case a[0] == aliasExtID[0] && a[1:] == s.extID:
+		e.b = append(e.b, aliasTagExtID)
+	case a[0] == aliasAnon[0] && len(s.id) > 2 && s.id[:2] == "a:" && a[1:] == s.id[2:]:
+		e.b = append(e.b, aliasTagAnon)
+	default:
+		e.b = append(e.b, aliasTagKind, a[0])
+		e.hex(a[1:])
+	}
+}
+
+// decodeAlias reads what encodeAlias wrote; the identifiers and the id it
+// may refer to are already set.
+func (s *state) decodeAlias(d *dec) string {
+	if d.err != nil {
+		return ""
+	}
+	if len(d.b) == 0 {
+		d.err, d.b = errCorrupt, nil
+		return ""
+	}
+	tag := d.b[0]
+	d.b = d.b[1:]
+	switch tag {
+	case aliasTagLit:
+		return d.s()
+	case aliasTagOwn:
+		return aliasProfile + s.id
+	case aliasTagEmail:
+		return aliasEmail + s.email
+	case aliasTagPhone:
+		return aliasPhone + s.phone
+	case aliasTagExtID:
+		return aliasExtID + s.extID
+	case aliasTagAnon:
+		if len(s.id) > 2 && s.id[:2] == "a:" {
+			return aliasAnon + s.id[2:]
+		}
+	case aliasTagKind:
+		if len(d.b) > 0 {
+			k := d.b[0]
+			d.b = d.b[1:]
+			return string(k) + d.hex()
+		}
+	}
+	d.err, d.b = errCorrupt, nil
+	return ""
+}
+
 func decodeState(site, id string, b []byte) (*state, error) {
-	if len(b) == 0 || b[0] != stateVersion {
+	if len(b) == 0 || b[0] != stateVersion && b[0] != stateVersionV1 {
 		return nil, errCorrupt
 	}
 	d := dec{b: b[1:]}
 	s := &state{site: site, id: id}
 	s.seq = d.u()
 	s.firstSeen = d.i()
-	s.email, s.phone, s.extID = d.s(), d.s(), d.s()
-	s.aliases = d.ss()
+	if b[0] == stateVersionV1 {
+		s.email, s.phone, s.extID = d.s(), d.s(), d.s()
+		s.aliases = d.ss()
+	} else {
+		s.email, s.phone, s.extID = d.hex(), d.hex(), d.hex()
+		n := d.u()
+		if n > uint64(len(d.b)) {
+			return nil, errCorrupt
+		}
+		if n > 0 {
+			s.aliases = make([]string, 0, n)
+		}
+		for j := uint64(0); j < n && d.err == nil; j++ {
+			s.aliases = append(s.aliases, s.decodeAlias(&d))
+		}
+	}
 	s.country = d.s()
 	s.merged = d.s()
 	s.uses = d.ss()
