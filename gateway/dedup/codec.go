@@ -12,8 +12,8 @@ import (
 // The stored form of a dedup record. There is one per event accepted with
 // an event_id, kept for the whole window (48 h): in a bench run they were
 // the largest part of what Badger holds and compacts (89 of 119 bytes per
-// key were the record as JSON). This form takes 27 bytes with a 32-hex
-// profile id.
+// key were the record as JSON). This form takes 28 bytes with a profile
+// id such as "a:<32 hex>" (wire.AppendHex keeps its hex as bytes).
 //
 //	0x01                       format (records stored as JSON start with '{')
 //	uvarint flags              bit 0: source server (else browser), bit 1: device

@@ -11,9 +11,11 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/wire"
 )
 
 func TestRecordCodec(t *testing.T) {
+	var got0 record
 	for _, r := range []record{
 		{At: t0.UnixMilli(), Source: event.SourceServer, Profile: strings.Repeat("0f", 16), Kinds: 0b101, Device: true},
 		{At: t0.UnixMilli(), Source: event.SourceBrowser, Profile: strings.Repeat("a1", 16)},
@@ -29,10 +31,17 @@ func TestRecordCodec(t *testing.T) {
 			t.Errorf("an unknown source should be stored as JSON: %q", b)
 		}
 	}
-	// A load-test record: 27 bytes, not the 89 of its JSON.
-	r := record{At: t0.UnixMilli(), Source: event.SourceServer, Profile: strings.Repeat("0f", 16), Kinds: 1}
-	if b := encodeRecord(nil, &r); len(b) != 27 {
-		t.Errorf("stored form is %d bytes, want 27", len(b))
+	// A load-test record: 28 bytes, not the 89 of its JSON (nor the 45 of
+	// the binary form that kept the profile id as text).
+	r := record{At: t0.UnixMilli(), Source: event.SourceServer, Profile: "a:" + strings.Repeat("0f", 16), Kinds: 1}
+	b := encodeRecord(nil, &r)
+	if len(b) != 28 {
+		t.Errorf("stored form is %d bytes, want 28", len(b))
+	}
+	// What the previous release wrote (the profile id as a string) reads.
+	old := wire.AppendStr(append(b[:len(b)-19:len(b)-19], 0), r.Profile)
+	if err := decodeRecord(old, &got0); err != nil || got0 != r {
+		t.Errorf("previous release's record: %+v, %v", got0, err)
 	}
 	// Records stored as JSON by earlier versions still read.
 	var got record

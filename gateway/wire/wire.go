@@ -19,18 +19,28 @@ func AppendStr(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// AppendHex appends s, which is usually lowercase hex: a tag byte, then
-// either (1) its bytes with their count, or (0) s as AppendStr. Dec.Hex
-// gives back exactly s either way.
+// AppendHex appends s, which is usually lowercase hex or a profile id
+// (one kind byte, ':' and lowercase hex, such as "a:<32 hex>"): a tag
+// byte, then (1) its bytes with their count, (2) the kind byte and the
+// hex's bytes with their count, or (0) s as AppendStr. Dec.Hex gives back
+// exactly s either way. A profile id takes 19 bytes instead of 36.
 func AppendHex(dst []byte, s string) []byte {
-	if len(s) == 0 || len(s)%2 != 0 || !isLowerHex(s) {
+	switch {
+	case isHex(s):
+		dst = append(dst, 1)
+	case len(s) > 2 && s[1] == ':' && isHex(s[2:]):
+		dst = append(dst, 2, s[0])
+		s = s[2:]
+	default:
 		return AppendStr(append(dst, 0), s)
 	}
-	dst = append(dst, 1)
 	dst = binary.AppendUvarint(dst, uint64(len(s)/2))
 	dst, _ = hex.AppendDecode(dst, []byte(s)) // checked: lowercase hex of even length
 	return dst
 }
+
+// isHex reports whether s is lowercase hex of even, non-zero length.
+func isHex(s string) bool { return len(s) > 0 && len(s)%2 == 0 && isLowerHex(s) }
 
 // AppendBool appends b as one byte.
 func AppendBool(dst []byte, b bool) []byte {
@@ -164,10 +174,25 @@ func (d *Dec) Hex(field string) string {
 	switch tag {
 	case 0:
 		return d.Str(field)
-	case 1:
+	case 1, 2:
+		var kind byte
+		if tag == 2 {
+			if len(d.B) == 0 {
+				d.Fail(field, "truncated")
+				return ""
+			}
+			kind, d.B = d.B[0], d.B[1:]
+		}
 		v := d.Bytes(field)
 		if d.Err == nil && len(v) == 0 {
 			d.Fail(field, "empty hex") // AppendHex writes "" as a string
+		}
+		if d.Err != nil {
+			return ""
+		}
+		if tag == 2 {
+			b := make([]byte, 0, 2+2*len(v))
+			return string(hex.AppendEncode(append(b, kind, ':'), v))
 		}
 		return hex.EncodeToString(v)
 	}

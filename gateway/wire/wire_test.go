@@ -7,7 +7,8 @@ import (
 
 func TestRoundTripAndErrors(t *testing.T) {
 	var b []byte
-	hexes := []string{"", "00ff", "abc", "ABCD", strings.Repeat("9f", 32), "zz"}
+	hexes := []string{"", "00ff", "abc", "ABCD", strings.Repeat("9f", 32), "zz",
+		"a:00000000000000000000000000000026", "x:0f", "x:", "x:f", ":0f", "ab:0f", "a:0F", "a:00ff:"}
 	for _, h := range hexes {
 		b = AppendHex(b, h)
 	}
@@ -25,6 +26,9 @@ func TestRoundTripAndErrors(t *testing.T) {
 	if n := len(AppendHex(nil, strings.Repeat("9f", 32))); n != 34 {
 		t.Fatalf("a 64-digit hex takes %d bytes, want 34", n)
 	}
+	if n := len(AppendHex(nil, "a:"+strings.Repeat("9f", 16))); n != 19 {
+		t.Fatalf("a profile id takes %d bytes, want 19", n)
+	}
 
 	cases := []struct {
 		b    []byte
@@ -36,6 +40,9 @@ func TestRoundTripAndErrors(t *testing.T) {
 		{[]byte{2}, func(d *Dec) { d.Bool("flag") }, "thing's flag is not a bool"},
 		{[]byte{7, 0}, func(d *Dec) { d.Hex("id") }, "thing's id is of unknown kind 7"},
 		{[]byte{1, 0}, func(d *Dec) { d.Hex("id") }, "thing's id is empty hex"},
+		{[]byte{2, 'a', 0}, func(d *Dec) { d.Hex("id") }, "thing's id is empty hex"},
+		{[]byte{2}, func(d *Dec) { d.Hex("id") }, "thing's id is truncated"},
+		{[]byte{2, 'a', 2, 0xff}, func(d *Dec) { d.Hex("id") }, "thing's id is truncated"},
 		{[]byte{0, 0, 9}, func(d *Dec) { d.Hex("id"); d.Done("id") }, "thing has 1 bytes after its id"},
 		{[]byte{0xff, 0xff, 0xff, 0x0f}, func(d *Dec) { d.Count("items") }, "thing's items is truncated"},
 	}
