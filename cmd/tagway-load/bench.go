@@ -53,6 +53,10 @@ type Result struct {
 	// loop until its consumers caught up, per event: what the whole
 	// pipeline costs an event, steadier than a rate on a shared box.
 	CPUPerEventUS float64 `json:"cpu_per_event_us,omitempty"`
+	// Over the same span, what Badger wrote per event: the entries Tagway
+	// wrote, and the tables its compactions wrote (write amplification).
+	BadgerUserBytesPerEvent       float64 `json:"badger_user_bytes_per_event,omitempty"`
+	BadgerCompactionBytesPerEvent float64 `json:"badger_compaction_bytes_per_event,omitempty"`
 	// SustainedEventsPerS is the closed loop's events over its length plus
 	// the catch-up: the rate the whole pipeline keeps up with. The peak
 	// outruns the consumers, which fall behind and catch up after.
@@ -230,6 +234,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		}
 		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
 		cpu0 := srv.cpuSeconds()
+		user0, comp0 := srv.badgerWritten()
 		var prof sync.WaitGroup
 		// Profile each peak run: cpu-<stamp>.pprof for server batches,
 		// cpu-<stamp>-browser.pprof for beacons.
@@ -267,6 +272,9 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		r.DrainSeconds, r.Drained = took.Seconds(), ok
 		if r.Events > 0 {
 			r.CPUPerEventUS = (srv.cpuSeconds() - cpu0) / float64(r.Events) * 1e6
+			user, comp := srv.badgerWritten()
+			r.BadgerUserBytesPerEvent = (user - user0) / float64(r.Events)
+			r.BadgerCompactionBytesPerEvent = (comp - comp0) / float64(r.Events)
 			if ok {
 				r.SustainedEventsPerS = float64(r.Events) / (r.Seconds + r.DrainSeconds)
 			}
@@ -579,6 +587,28 @@ func (p *tagwayProc) cpuSeconds() float64 {
 	return (ut + st) / 100 // clock ticks (USER_HZ 100 on Linux)
 }
 
+// badgerWritten reads tagway_badger_written_bytes_total{stage} from the
+// admin /metrics: bytes written by Tagway and by Badger's compactions.
+func (p *tagwayProc) badgerWritten() (user, compaction float64) {
+	_, body, err := fasthttp.GetTimeout(nil, p.admin+"/metrics", 5*time.Second)
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		name, v, ok := strings.Cut(l, " ")
+		if !ok {
+			continue
+		}
+		switch name {
+		case `tagway_badger_written_bytes_total{stage="user"}`:
+			user, _ = strconv.ParseFloat(v, 64)
+		case `tagway_badger_written_bytes_total{stage="compaction"}`:
+			compaction, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return user, compaction
+}
+
 // peakRSS is the process's high-water resident set (VmHWM), in bytes.
 func (p *tagwayProc) peakRSS() float64 {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
@@ -673,6 +703,9 @@ func printReport(w io.Writer, rep *Report) {
 			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)
 			if r.CPUPerEventUS > 0 {
 				fmt.Fprintf(w, "; server CPU %.0f µs per event, catch-up included", r.CPUPerEventUS)
+				if r.BadgerUserBytesPerEvent > 0 {
+					fmt.Fprintf(w, "; Badger wrote %.0f bytes per event, its compactions %.0f more", r.BadgerUserBytesPerEvent, r.BadgerCompactionBytesPerEvent)
+				}
 			}
 			if r.SustainedEventsPerS > 0 {
 				fmt.Fprintf(w, "; sustained %.0f events/s", r.SustainedEventsPerS)

@@ -62,6 +62,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := store.Register(reg); err != nil {
+		return err
+	}
 	dd, err := dedup.New(cfg.Dedup, store.DB(), reg, nil, log)
 	if err != nil {
 		return err

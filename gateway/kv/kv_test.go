@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagway/tagway/gateway/units"
 )
@@ -267,5 +268,67 @@ func TestTableSizeAndCompactorsConfig(t *testing.T) {
 	}
 	if below < 20 {
 		t.Fatalf("%d tables below level 0; 24MiB in 256KiB tables should be ~90", below)
+	}
+}
+
+// Badger's write counters reach /metrics: a write shows as user bytes, and
+// level-0 tables compacted into the levels as compaction bytes.
+func TestMetricsCountBytesWritten(t *testing.T) {
+	s, err := Open(t.TempDir(), Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	reg := prometheus.NewRegistry()
+	if err := s.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	read := func() map[string]float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				name := mf.GetName() + "{" + m.GetLabel()[0].GetValue() + "}"
+				if m.GetCounter() != nil {
+					out[name] = m.GetCounter().GetValue()
+				} else {
+					out[name] = m.GetGauge().GetValue()
+				}
+			}
+		}
+		return out
+	}
+	before := read()
+	val := bytes.Repeat([]byte("v"), 4000)
+	// The same 2 500 keys six times, 60 MB: about seven 8MiB memtables
+	// flushed to level 0, more than the five that start a compaction.
+	for range 6 {
+		wb := s.DB().NewWriteBatch()
+		for j := range 2500 {
+			if err := wb.Set(fmt.Appendf(nil, "k%06d", j), val); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := read()
+	if d := after["tagway_badger_written_bytes_total{user}"] - before["tagway_badger_written_bytes_total{user}"]; d < 60e6 || d > 61e6 {
+		t.Errorf("user bytes grew by %.0f after 60 MB of writes", d)
+	}
+	if _, ok := after["tagway_badger_size_bytes{lsm}"]; !ok {
+		t.Errorf("no lsm size: %v", after)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if read()["tagway_badger_written_bytes_total{compaction}"] > before["tagway_badger_written_bytes_total{compaction}"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("compaction bytes did not grow with seven level-0 tables")
+		}
 	}
 }

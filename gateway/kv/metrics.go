@@ -1,0 +1,62 @@
+package kv
+
+import (
+	"expvar"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Badger counts what it writes in process-wide expvars (badger_*), one set
+// for every store the process opens: tagway serve opens one. The collector
+// exports them with the store's size:
+//
+//	tagway_badger_written_bytes_total{stage="user"}        entries Tagway wrote (keys, values, metadata)
+//	tagway_badger_written_bytes_total{stage="compaction"}  tables compactions wrote, all levels
+//	tagway_badger_size_bytes{part="lsm"|"vlog"}            on disk, as Badger last measured it
+//
+// compaction / user is the LSM's write amplification beyond the write-ahead
+// log and the level-0 table each entry is also written to.
+var (
+	writtenDesc = prometheus.NewDesc("tagway_badger_written_bytes_total",
+		"Bytes Badger wrote: user (entries written by Tagway) and compaction (tables written by compactions).", []string{"stage"}, nil)
+	sizeDesc = prometheus.NewDesc("tagway_badger_size_bytes",
+		"Badger's size on disk: lsm (tables) and vlog (value log).", []string{"part"}, nil)
+)
+
+type collector struct{ s *Store }
+
+// Register adds the store's metrics to reg.
+func (s *Store) Register(reg prometheus.Registerer) error { return reg.Register(collector{s}) }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- writtenDesc
+	ch <- sizeDesc
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	user, compaction := BytesWritten()
+	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(user), "user")
+	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(compaction), "compaction")
+	if c.s.closed.Load() {
+		return
+	}
+	lsm, vlog := c.s.db.Size()
+	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(lsm), "lsm")
+	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(vlog), "vlog")
+}
+
+// BytesWritten is what Badger's counters say the process's stores wrote:
+// entries written by their users, and tables written by compactions.
+func BytesWritten() (user, compaction int64) {
+	if v, ok := expvar.Get("badger_write_bytes_user").(*expvar.Int); ok {
+		user = v.Value()
+	}
+	if m, ok := expvar.Get("badger_write_bytes_compaction").(*expvar.Map); ok {
+		m.Do(func(kv expvar.KeyValue) {
+			if v, ok := kv.Value.(*expvar.Int); ok {
+				compaction += v.Value()
+			}
+		})
+	}
+	return user, compaction
+}
