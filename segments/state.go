@@ -360,7 +360,7 @@ func (s *state) decodeAlias(d *dec) string {
 		if len(d.b) > 0 {
 			k := d.b[0]
 			d.b = d.b[1:]
-			return string(k) + d.hex()
+			return string([]byte{k}) + d.hex() // the byte, not the rune k
 		}
 	}
 	d.err, d.b = errCorrupt, nil
