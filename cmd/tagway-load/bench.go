@@ -53,10 +53,12 @@ type Result struct {
 	// loop until its consumers caught up, per event: what the whole
 	// pipeline costs an event, steadier than a rate on a shared box.
 	CPUPerEventUS float64 `json:"cpu_per_event_us,omitempty"`
-	// Over the same span, what Badger wrote per event: the entries Tagway
-	// wrote, and the tables its compactions wrote (write amplification).
-	BadgerUserBytesPerEvent       float64 `json:"badger_user_bytes_per_event,omitempty"`
-	BadgerCompactionBytesPerEvent float64 `json:"badger_compaction_bytes_per_event,omitempty"`
+	// Over the same span, what the work was per event, counted (steady
+	// from run to run where CPU time is not): the bytes of the entries
+	// Tagway wrote to Badger and of the tables its compactions wrote, the
+	// entries and the point reads that reached Badger, the messages the
+	// broker stored (all streams) and delivered (all consumers).
+	PerEvent *Work `json:"per_event,omitempty"`
 	// SustainedEventsPerS is the closed loop's events over its length plus
 	// the catch-up: the rate the whole pipeline keeps up with. The peak
 	// outruns the consumers, which fall behind and catch up after.
@@ -234,7 +236,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		}
 		fmt.Fprintf(log, "closed loop: tagway, %s…\n", sc.name)
 		cpu0 := srv.cpuSeconds()
-		user0, comp0 := srv.badgerWritten()
+		work0 := srv.work()
 		var prof sync.WaitGroup
 		// Profile each peak run: cpu-<stamp>.pprof for server batches,
 		// cpu-<stamp>-browser.pprof for beacons.
@@ -272,9 +274,7 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		r.DrainSeconds, r.Drained = took.Seconds(), ok
 		if r.Events > 0 {
 			r.CPUPerEventUS = (srv.cpuSeconds() - cpu0) / float64(r.Events) * 1e6
-			user, comp := srv.badgerWritten()
-			r.BadgerUserBytesPerEvent = (user - user0) / float64(r.Events)
-			r.BadgerCompactionBytesPerEvent = (comp - comp0) / float64(r.Events)
+			r.PerEvent = srv.work().since(work0, float64(r.Events))
 			if ok {
 				r.SustainedEventsPerS = float64(r.Events) / (r.Seconds + r.DrainSeconds)
 			}
@@ -587,26 +587,50 @@ func (p *tagwayProc) cpuSeconds() float64 {
 	return (ut + st) / 100 // clock ticks (USER_HZ 100 on Linux)
 }
 
-// badgerWritten reads tagway_badger_written_bytes_total{stage} from the
-// admin /metrics: bytes written by Tagway and by Badger's compactions.
-func (p *tagwayProc) badgerWritten() (user, compaction float64) {
+// Work is what the server did, counted: in all, or per event.
+type Work struct {
+	BadgerBytes           float64 `json:"badger_bytes"`
+	BadgerCompactionBytes float64 `json:"badger_compaction_bytes"`
+	BadgerEntries         float64 `json:"badger_entries"`
+	BadgerGets            float64 `json:"badger_gets"`
+	BrokerStored          float64 `json:"broker_stored"`
+	BrokerDelivered       float64 `json:"broker_delivered"`
+}
+
+// since is the work done after w0, divided by n.
+func (w Work) since(w0 Work, n float64) *Work {
+	return &Work{(w.BadgerBytes - w0.BadgerBytes) / n, (w.BadgerCompactionBytes - w0.BadgerCompactionBytes) / n,
+		(w.BadgerEntries - w0.BadgerEntries) / n, (w.BadgerGets - w0.BadgerGets) / n,
+		(w.BrokerStored - w0.BrokerStored) / n, (w.BrokerDelivered - w0.BrokerDelivered) / n}
+}
+
+// work reads Badger's counters from the admin /metrics and the broker's
+// from JetStream (brokerWork).
+func (p *tagwayProc) work() Work {
+	var w Work
+	w.BrokerStored, w.BrokerDelivered = brokerWork(p.nats)
 	_, body, err := fasthttp.GetTimeout(nil, p.admin+"/metrics", 5*time.Second)
 	if err != nil {
-		return 0, 0
+		return w
 	}
 	for _, l := range strings.Split(string(body), "\n") {
 		name, v, ok := strings.Cut(l, " ")
 		if !ok {
 			continue
 		}
+		f, _ := strconv.ParseFloat(v, 64)
 		switch name {
 		case `tagway_badger_written_bytes_total{stage="user"}`:
-			user, _ = strconv.ParseFloat(v, 64)
+			w.BadgerBytes = f
 		case `tagway_badger_written_bytes_total{stage="compaction"}`:
-			compaction, _ = strconv.ParseFloat(v, 64)
+			w.BadgerCompactionBytes = f
+		case "tagway_badger_entries_written_total":
+			w.BadgerEntries = f
+		case "tagway_badger_gets_total":
+			w.BadgerGets = f
 		}
 	}
-	return user, compaction
+	return w
 }
 
 // peakRSS is the process's high-water resident set (VmHWM), in bytes.
@@ -703,8 +727,9 @@ func printReport(w io.Writer, rep *Report) {
 			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)
 			if r.CPUPerEventUS > 0 {
 				fmt.Fprintf(w, "; server CPU %.0f µs per event, catch-up included", r.CPUPerEventUS)
-				if r.BadgerUserBytesPerEvent > 0 {
-					fmt.Fprintf(w, "; Badger wrote %.0f bytes per event, its compactions %.0f more", r.BadgerUserBytesPerEvent, r.BadgerCompactionBytesPerEvent)
+				if pe := r.PerEvent; pe != nil {
+					fmt.Fprintf(w, "; per event: Badger %.2f entries written (%.0f bytes, its compactions %.0f more), %.2f reads; broker %.2f messages stored, %.2f delivered",
+						pe.BadgerEntries, pe.BadgerBytes, pe.BadgerCompactionBytes, pe.BadgerGets, pe.BrokerStored, pe.BrokerDelivered)
 				}
 			}
 			if r.SustainedEventsPerS > 0 {

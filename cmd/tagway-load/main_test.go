@@ -47,6 +47,12 @@ func TestLoadSmoke(t *testing.T) {
 		if r.Target == "tagway" && r.Mode == "closed" && r.Drained && (r.SustainedEventsPerS <= 0 || r.SustainedEventsPerS > r.EPS) {
 			t.Errorf("%s: sustained %.0f events/s, peak %.0f", r.Scenario, r.SustainedEventsPerS, r.EPS)
 		}
+		// Every accepted event is stored by the broker at least once and
+		// delivered to segments, and leaves at least a dedup record in Badger.
+		if pe := r.PerEvent; r.Target == "tagway" && r.Mode == "closed" &&
+			(pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5 || pe.BadgerBytes < 20) {
+			t.Errorf("%s: work per event %+v", r.Scenario, pe)
+		}
 	}
 	if tagway != 4 || len(rep.Ratios) != 4 || rep.PeakRSSMiB <= 0 || !strings.Contains(out.String(), "events/s vs bare pipeline") {
 		t.Fatalf("report: %d tagway runs, ratios %v, rss %v\n%s", tagway, rep.Ratios, rep.PeakRSSMiB, out.String())

@@ -230,6 +230,36 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 // waitDrained waits (at most limit) until every watched consumer has caught
 // up, so an open-loop run measures its own load, not the closed loop's
 // leftovers; it returns how long that took and whether it happened.
+// brokerWork is what JetStream has done since the server started: the
+// messages stored in all streams (their last sequences) and delivered to
+// all consumers (their delivery sequences, redeliveries included).
+func brokerWork(natsURL string) (stored, delivered float64) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return 0, 0
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	streams := js.ListStreams(ctx)
+	for si := range streams.Info() {
+		stored += float64(si.State.LastSeq)
+		s, err := js.Stream(ctx, si.Config.Name)
+		if err != nil {
+			continue
+		}
+		consumers := s.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			delivered += float64(ci.Delivered.Consumer)
+		}
+	}
+	return stored, delivered
+}
+
 func waitDrained(natsURL string, limit time.Duration, log io.Writer) (time.Duration, bool) {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {

@@ -291,7 +291,10 @@ func TestMetricsCountBytesWritten(t *testing.T) {
 		out := map[string]float64{}
 		for _, mf := range mfs {
 			for _, m := range mf.GetMetric() {
-				name := mf.GetName() + "{" + m.GetLabel()[0].GetValue() + "}"
+				name := mf.GetName()
+				if len(m.GetLabel()) > 0 {
+					name += "{" + m.GetLabel()[0].GetValue() + "}"
+				}
 				if m.GetCounter() != nil {
 					out[name] = m.GetCounter().GetValue()
 				} else {
@@ -319,6 +322,15 @@ func TestMetricsCountBytesWritten(t *testing.T) {
 	after := read()
 	if d := after["tagway_badger_written_bytes_total{user}"] - before["tagway_badger_written_bytes_total{user}"]; d < 60e6 || d > 61e6 {
 		t.Errorf("user bytes grew by %.0f after 60 MB of writes", d)
+	}
+	if d := after["tagway_badger_entries_written_total"] - before["tagway_badger_entries_written_total"]; d < 6*2500 || d > 6*2500+100 {
+		t.Errorf("entries grew by %.0f after 15 000 sets", d)
+	}
+	if _, err := Get(s.DB(), []byte("k000001"), func([]byte) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if d := read()["tagway_badger_gets_total"] - before["tagway_badger_gets_total"]; d != 1 {
+		t.Errorf("gets grew by %.0f after one read", d)
 	}
 	if _, ok := after["tagway_badger_size_bytes{lsm}"]; !ok {
 		t.Errorf("no lsm size: %v", after)

@@ -12,6 +12,8 @@ import (
 //
 //	tagway_badger_written_bytes_total{stage="user"}        entries Tagway wrote (keys, values, metadata)
 //	tagway_badger_written_bytes_total{stage="compaction"}  tables compactions wrote, all levels
+//	tagway_badger_entries_written_total                   entries Tagway wrote (a transaction adds one of its own)
+//	tagway_badger_gets_total                              point reads that reached Badger
 //	tagway_badger_size_bytes{part="lsm"|"vlog"}            on disk, as Badger last measured it
 //
 // compaction / user is the LSM's write amplification beyond the write-ahead
@@ -19,6 +21,10 @@ import (
 var (
 	writtenDesc = prometheus.NewDesc("tagway_badger_written_bytes_total",
 		"Bytes Badger wrote: user (entries written by Tagway) and compaction (tables written by compactions).", []string{"stage"}, nil)
+	entriesDesc = prometheus.NewDesc("tagway_badger_entries_written_total",
+		"Entries written to Badger (sets and deletes; a transaction of several adds one entry of its own).", nil, nil)
+	getsDesc = prometheus.NewDesc("tagway_badger_gets_total",
+		"Point reads that reached Badger (the Bloom filters in front of it answer most reads of new keys).", nil, nil)
 	sizeDesc = prometheus.NewDesc("tagway_badger_size_bytes",
 		"Badger's size on disk: lsm (tables) and vlog (value log).", []string{"part"}, nil)
 )
@@ -30,6 +36,8 @@ func (s *Store) Register(reg prometheus.Registerer) error { return reg.Register(
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- writtenDesc
+	ch <- entriesDesc
+	ch <- getsDesc
 	ch <- sizeDesc
 }
 
@@ -37,6 +45,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	user, compaction := BytesWritten()
 	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(user), "user")
 	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(compaction), "compaction")
+	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.CounterValue, float64(expvarInt("badger_put_num_user")))
+	ch <- prometheus.MustNewConstMetric(getsDesc, prometheus.CounterValue, float64(expvarInt("badger_get_num_user")))
 	if c.s.closed.Load() {
 		return
 	}
@@ -48,9 +58,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // BytesWritten is what Badger's counters say the process's stores wrote:
 // entries written by their users, and tables written by compactions.
 func BytesWritten() (user, compaction int64) {
-	if v, ok := expvar.Get("badger_write_bytes_user").(*expvar.Int); ok {
-		user = v.Value()
-	}
+	user = expvarInt("badger_write_bytes_user")
 	if m, ok := expvar.Get("badger_write_bytes_compaction").(*expvar.Map); ok {
 		m.Do(func(kv expvar.KeyValue) {
 			if v, ok := kv.Value.(*expvar.Int); ok {
@@ -59,4 +67,11 @@ func BytesWritten() (user, compaction int64) {
 		})
 	}
 	return user, compaction
+}
+
+func expvarInt(name string) int64 {
+	if v, ok := expvar.Get(name).(*expvar.Int); ok {
+		return v.Value()
+	}
+	return 0
 }
