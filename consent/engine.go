@@ -179,7 +179,7 @@ func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func
 	if db == nil {
 		return nil, errors.New("consent: a badger database is required")
 	}
-	known, _, err := kv.LoadFilter(db, []byte("c"), 1<<16, 0.01)
+	known, _, err := kv.LoadFilter(db, 1<<16, 0.01, []byte("c"))
 	if err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}

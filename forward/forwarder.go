@@ -164,7 +164,7 @@ func New(cfg Config, dests []Destination, d Deps) (*Forwarder, error) {
 	if d.DB == nil {
 		return nil, errors.New("forward: a badger database is required")
 	}
-	links, _, err := kv.LoadFilter(d.DB, []byte("Fl"), 1<<16, 0.01)
+	links, _, err := kv.LoadFilter(d.DB, 1<<16, 0.01, []byte("Fl"))
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}

@@ -134,3 +134,70 @@ func TestCacheSizeConfig(t *testing.T) {
 		t.Fatalf("default: %v %v", cfg.CacheSize, err)
 	}
 }
+
+// A profile's own id has no alias key: its state answers for it, after a
+// restart too (the filter is loaded from the state keys), for lookups that
+// have nothing but the profile id (Explain, Erase, consent changes, links).
+// A key stored by an earlier version still answers and is erased.
+func TestOwnProfileIDHasNoAliasKey(t *testing.T) {
+	r := newRig(t, cartRules)
+	r.send(ev{name: "AddToCart", anon: "o1"}, ev{name: "AddToCart", anon: "o2"})
+	commitNow(t, r)
+	for _, id := range []string{"a:o1", "a:o2"} {
+		if v := stored(t, r, aliasKey("shop", aliasProfile, id)); v != nil {
+			t.Fatalf("%s: own-id alias key stored (%q)", id, v)
+		}
+		if stored(t, r, stateKey("shop", id)) == nil || stored(t, r, aliasKey("shop", aliasAnon, id[2:])) == nil {
+			t.Fatalf("%s: state or anon alias not stored", id)
+		}
+	}
+	// What a version before 2026-12-04 wrote for o2.
+	if err := r.store.DB().Update(func(txn *badger.Txn) error {
+		return txn.Set(aliasKey("shop", aliasProfile, "a:o2"), []byte("a:o2"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.restart()
+	for _, id := range []string{"a:o1", "a:o2"} {
+		r.e.mu.Lock()
+		st, err := r.e.resolveOnly("shop", id)
+		r.e.mu.Unlock()
+		if err != nil || st == nil || st.id != id {
+			t.Fatalf("%s after a restart: %+v, %v", id, st, err)
+		}
+		x, err := r.e.Explain("shop", "profile", id)
+		if err != nil || x == nil || x.Profile != id {
+			t.Fatalf("Explain %s: %+v, %v", id, x, err)
+		}
+	}
+	// Unknown ids stay unknown, without a Badger read.
+	reads := counterValue(r.e.m.aliasStore)
+	r.e.mu.Lock()
+	st, err := r.e.resolveOnly("shop", "a:never")
+	r.e.mu.Unlock()
+	if err != nil || st != nil {
+		t.Fatalf("a:never: %+v, %v", st, err)
+	}
+	if n := counterValue(r.e.m.aliasStore) - reads; n > 0 {
+		t.Errorf("looking up a new id read Badger %v times", n)
+	}
+	for _, id := range []string{"a:o1", "a:o2"} {
+		if _, err := r.e.Erase("shop", id); err != nil {
+			t.Fatal(err)
+		}
+		if x, err := r.e.Explain("shop", "profile", id); err != nil || x != nil {
+			t.Fatalf("%s after erasure: %+v, %v", id, x, err)
+		}
+		if stored(t, r, stateKey("shop", id)) != nil || stored(t, r, aliasKey("shop", aliasProfile, id)) != nil {
+			t.Fatalf("%s: state or own-id alias left after erasure", id)
+		}
+	}
+	// The same id again is a new profile.
+	r.send(ev{name: "AddToCart", anon: "o1"})
+	r.e.mu.Lock()
+	st, err = r.e.resolveOnly("shop", "a:o1")
+	r.e.mu.Unlock()
+	if err != nil || st == nil || len(st.streams) != 1 {
+		t.Fatalf("a:o1 back: %+v, %v", st, err)
+	}
+}

@@ -75,6 +75,12 @@ func (e *Engine) subscribe(ctx context.Context) (*msgFeed, error) {
 		if floor > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
 		}
+		if c.stream == eventsStream && floor > e.applied.Load() {
+			// Acknowledged means committed: applied before a restart.
+			// Without this CatchUp (and so an erasure) waited after a
+			// restart until a new event arrived, and timed out if none did.
+			e.applied.Store(floor)
+		}
 		cons, err := e.js.CreateConsumer(ctx, c.stream, cfg)
 		if err != nil {
 			f.close()

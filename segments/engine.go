@@ -191,7 +191,8 @@ func (c *Config) Validate() (*Program, error) {
 // ---- Badger keys ---------------------------------------------------------------
 //
 //	gs site 0 profile            → state (encode), or a redirect "→"+profile after a merge
-//	ga site 0 kind value         → canonical profile (alias index)
+//	ga site 0 kind value         → canonical profile (alias index; none for a
+//	                               profile's own id: its gs key answers, see ownProfile)
 //	gx due(8, big-endian) site 0 profile → ""  (expiry index)
 //	gm segment 0 hash(8) site 0 profile → "" (members, in stable-hash order)
 //	gh segment 0 hash(8) site 0 profile → "" (held out)
@@ -350,15 +351,15 @@ func New(cfg Config, prog *Program, d Deps) (*Engine, error) {
 		cache: fastcache.New(int(cfg.CacheSize)), mem: map[string]*state{}, aliasMem: map[string]string{}, dirty: map[string]*state{}, dead: map[string]bool{}, outbox: map[string]*state{},
 		seg: map[string]*segStats{}, hist: map[string]*histogram{}, unacked: map[string]unacked{}, lastCommit: time.Now()}
 	e.m = newMetrics(d.Registry, e)
-	// Before anything can write an alias key (a rule change's recompute
-	// in Start, a batch): the filter must hold every key written.
-	known, took, err := kv.LoadFilter(d.DB, []byte("ga"), 1<<20, 0.01)
+	// Before anything can write an alias or state key (a rule change's
+	// recompute in Start, a batch): the filter must hold every key written.
+	known, took, err := kv.LoadFilter(d.DB, 1<<20, 0.01, []byte("ga"), []byte("gs"))
 	if err != nil {
 		return nil, fmt.Errorf("segments: %w", err)
 	}
 	e.known = known
 	if n, size := known.Stats(); n > 0 {
-		e.log.Info("alias filter loaded", "aliases", n, "bytes", size, "took", took.Round(time.Millisecond))
+		e.log.Info("alias and profile filter loaded", "keys", n, "bytes", size, "took", took.Round(time.Millisecond))
 	}
 	for _, s := range prog.Segments {
 		e.seg[s.Name] = &segStats{}

@@ -148,6 +148,9 @@ func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*sta
 }
 
 // lookupAlias returns the canonical profile an alias points to, or "".
+// A profile's own id has no alias key (setAlias writes none): when no key
+// says where a profile id went, it names itself if a state is stored under
+// it (ownProfile). Stores written before keep such keys; they still answer.
 func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 	k := aliasKey(site, kind, v)
 	if p, ok := e.aliasMem[string(k)]; ok { // set or deleted since the last flush
@@ -159,31 +162,63 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 		e.m.aliasCached.Inc()
 		return string(b), nil
 	}
-	if !e.known.MayContain(k) {
-		e.m.aliasFiltered.Inc()
-		return "", nil // never written: a new identifier
+	if e.known.MayContain(k) {
+		e.m.aliasStore.Inc()
+		var b []byte
+		_, err := kv.Get(e.db, k, func(v []byte) error {
+			b = slices.Clone(v)
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+		if len(b) > 0 {
+			e.cache.Set(k, b)
+			return string(b), nil
+		}
+	} else {
+		e.m.aliasFiltered.Inc() // never written: a new identifier
 	}
-	e.m.aliasStore.Inc()
-	var b []byte
-	_, err := kv.Get(e.db, k, func(v []byte) error {
-		b = slices.Clone(v)
-		return nil
-	})
-	if err == nil && len(b) > 0 {
-		e.cache.Set(k, b)
+	if kind == aliasProfile {
+		return e.ownProfile(site, v)
 	}
-	return string(b), err
+	return "", nil
 }
 
+// ownProfile returns id when a state is stored, or being built, under it.
+// The filter holds every state key (loaded at start, added on creation),
+// so a new profile costs no Badger read.
+func (e *Engine) ownProfile(site, id string) (string, error) {
+	k := stateKey(site, id)
+	if s := e.mem[string(k)]; s != nil || e.cache.Has(k) {
+		return id, nil
+	}
+	if !e.known.MayContain(k) {
+		return "", nil
+	}
+	found, err := kv.Get(e.db, k, func([]byte) error { return nil })
+	if err != nil || !found {
+		return "", err
+	}
+	return id, nil
+}
+
+// setAlias indexes alias kind+v to s. A profile's own id is only listed in
+// s.aliases (hasAliases, erasure), with no key: one Badger entry less per
+// new profile (a third of a server profile's alias entries), found by
+// ownProfile instead.
 func (e *Engine) setAlias(s *state, kind, v string) {
-	k := aliasKey(s.site, kind, v)
-	e.known.Add(k)
-	e.aliasMem[string(k)] = s.id
-	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
 	a := kind + v
 	if !slices.Contains(s.aliases, a) && len(s.aliases) < maxAliases {
 		s.aliases = append(s.aliases, a)
 	}
+	if kind == aliasProfile && v == s.id {
+		return
+	}
+	k := aliasKey(s.site, kind, v)
+	e.known.Add(k)
+	e.aliasMem[string(k)] = s.id
+	e.idx = append(e.idx, idxOp{key: k, val: []byte(s.id)})
 }
 
 // resolveOnly finds the state of a profile id (following merges) or nil.
@@ -218,7 +253,9 @@ func (e *Engine) resolve(site, profile string, aliases [][2]string, at int64) (*
 	var dst *state
 	if len(found) == 0 {
 		dst = &state{site: site, id: profile, firstSeen: at}
-		e.mem[string(stateKey(site, profile))] = dst
+		sk := stateKey(site, profile)
+		e.known.Add(sk) // before it is stored: ownProfile must find it
+		e.mem[string(sk)] = dst
 		e.m.profiles.Inc()
 	} else {
 		slices.SortFunc(found, func(a, b *state) int {

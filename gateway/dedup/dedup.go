@@ -192,7 +192,7 @@ func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.T
 		return nil, fmt.Errorf("dedup: %w", err)
 	}
 	// Before anything writes a link: the filter must hold every link key.
-	links, _, err := kv.LoadFilter(db, []byte("l"), 1<<16, 0.01)
+	links, _, err := kv.LoadFilter(db, 1<<16, 0.01, []byte("l"))
 	if err != nil {
 		return nil, fmt.Errorf("dedup: %w", err)
 	}

@@ -113,32 +113,34 @@ func bitsPerKey(fp float64) float64 {
 	return float64(m) / 1_000_000
 }
 
-// LoadFilter makes a filter holding every live key under prefix in db,
+// LoadFilter makes a filter holding every live key under the prefixes in db,
 // sized for twice as many (at least minCapacity), at rate fp. It reads keys
 // only, in two passes (count, then add). Call it before anything writes the
 // key space: a key written during the scan may be missed.
-func LoadFilter(db *badger.DB, prefix []byte, minCapacity uint, fp float64) (*Filter, time.Duration, error) {
+func LoadFilter(db *badger.DB, minCapacity uint, fp float64, prefixes ...[]byte) (*Filter, time.Duration, error) {
 	start := time.Now()
 	scan := func(fn func(key []byte)) error {
 		return db.View(func(txn *badger.Txn) error {
-			opts := badger.DefaultIteratorOptions
-			opts.PrefetchValues = false
-			opts.Prefix = prefix
-			it := txn.NewIterator(opts)
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				fn(it.Item().Key())
+			for _, prefix := range prefixes {
+				opts := badger.DefaultIteratorOptions
+				opts.PrefetchValues = false
+				opts.Prefix = prefix
+				it := txn.NewIterator(opts)
+				for it.Rewind(); it.Valid(); it.Next() {
+					fn(it.Item().Key())
+				}
+				it.Close()
 			}
 			return nil
 		})
 	}
 	n := uint(0)
 	if err := scan(func([]byte) { n++ }); err != nil {
-		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefix, err)
+		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefixes, err)
 	}
 	f := NewFilter(max(2*n, minCapacity), fp)
 	if err := scan(f.Add); err != nil {
-		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefix, err)
+		return nil, 0, fmt.Errorf("kv: scanning %q keys: %w", prefixes, err)
 	}
 	return f, time.Since(start), nil
 }

@@ -48,28 +48,31 @@ func TestLoadFilter(t *testing.T) {
 	for i := range 20_000 {
 		_ = wb.Set(fmt.Appendf(nil, "ga%d", i), []byte("x"))
 		_ = wb.Set(fmt.Appendf(nil, "gs%d", i), []byte("x"))
+		_ = wb.Set(fmt.Appendf(nil, "gx%d", i), []byte("x"))
 	}
 	if err := wb.Flush(); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.DB().Update(func(txn *badger.Txn) error { return txn.Delete([]byte("ga7")) })
-	f, _, err := LoadFilter(s.DB(), []byte("ga"), 0, 0.01)
+	f, _, err := LoadFilter(s.DB(), 0, 0.01, []byte("ga"), []byte("gs"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20_000 {
-		if i != 7 && !f.MayContain(fmt.Appendf(nil, "ga%d", i)) {
-			t.Fatalf("ga%d is in the store but reported absent", i)
+		for _, p := range []string{"ga", "gs"} {
+			if !(p == "ga" && i == 7) && !f.MayContain(fmt.Appendf(nil, "%s%d", p, i)) {
+				t.Fatalf("%s%d is in the store but reported absent", p, i)
+			}
 		}
 	}
 	other := 0
 	for i := range 20_000 {
-		if f.MayContain(fmt.Appendf(nil, "gs%d", i)) {
+		if f.MayContain(fmt.Appendf(nil, "gx%d", i)) {
 			other++
 		}
 	}
-	if keys, _ := f.Stats(); keys != 19_999 || other > 400 {
-		t.Fatalf("loaded %d keys (want 19999); %d of 20000 other keys reported present", keys, other)
+	if keys, _ := f.Stats(); keys != 39_999 || other > 400 {
+		t.Fatalf("loaded %d keys (want 39999); %d of 20000 other keys reported present", keys, other)
 	}
 }
 
