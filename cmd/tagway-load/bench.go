@@ -595,20 +595,31 @@ type Work struct {
 	BadgerGets            float64 `json:"badger_gets"`
 	BrokerStored          float64 `json:"broker_stored"`
 	BrokerDelivered       float64 `json:"broker_delivered"`
+	// BrokerStoredBy is BrokerStored by stream.
+	BrokerStoredBy map[string]float64 `json:"broker_stored_by_stream,omitempty"`
 }
 
 // since is the work done after w0, divided by n.
 func (w Work) since(w0 Work, n float64) *Work {
+	by := map[string]float64{}
+	for k, v := range w.BrokerStoredBy {
+		if d := v - w0.BrokerStoredBy[k]; d > 0 {
+			by[k] = d / n
+		}
+	}
 	return &Work{(w.BadgerBytes - w0.BadgerBytes) / n, (w.BadgerCompactionBytes - w0.BadgerCompactionBytes) / n,
 		(w.BadgerEntries - w0.BadgerEntries) / n, (w.BadgerGets - w0.BadgerGets) / n,
-		(w.BrokerStored - w0.BrokerStored) / n, (w.BrokerDelivered - w0.BrokerDelivered) / n}
+		(w.BrokerStored - w0.BrokerStored) / n, (w.BrokerDelivered - w0.BrokerDelivered) / n, by}
 }
 
 // work reads Badger's counters from the admin /metrics and the broker's
 // from JetStream (brokerWork).
 func (p *tagwayProc) work() Work {
 	var w Work
-	w.BrokerStored, w.BrokerDelivered = brokerWork(p.nats)
+	w.BrokerStoredBy, w.BrokerDelivered = brokerWork(p.nats)
+	for _, v := range w.BrokerStoredBy {
+		w.BrokerStored += v
+	}
 	_, body, err := fasthttp.GetTimeout(nil, p.admin+"/metrics", 5*time.Second)
 	if err != nil {
 		return w
@@ -728,8 +739,13 @@ func printReport(w io.Writer, rep *Report) {
 			if r.CPUPerEventUS > 0 {
 				fmt.Fprintf(w, "; server CPU %.0f µs per event, catch-up included", r.CPUPerEventUS)
 				if pe := r.PerEvent; pe != nil {
-					fmt.Fprintf(w, "; per event: Badger %.2f entries written (%.0f bytes, its compactions %.0f more), %.2f reads; broker %.2f messages stored, %.2f delivered",
-						pe.BadgerEntries, pe.BadgerBytes, pe.BadgerCompactionBytes, pe.BadgerGets, pe.BrokerStored, pe.BrokerDelivered)
+					streams := slices.Sorted(maps.Keys(pe.BrokerStoredBy))
+					by := make([]string, len(streams))
+					for i, k := range streams {
+						by[i] = fmt.Sprintf("%s %.2f", k, pe.BrokerStoredBy[k])
+					}
+					fmt.Fprintf(w, "; per event: Badger %.2f entries written (%.0f bytes, its compactions %.0f more), %.2f reads; broker %.2f messages stored (%s), %.2f delivered",
+						pe.BadgerEntries, pe.BadgerBytes, pe.BadgerCompactionBytes, pe.BadgerGets, pe.BrokerStored, strings.Join(by, ", "), pe.BrokerDelivered)
 				}
 			}
 			if r.SustainedEventsPerS > 0 {

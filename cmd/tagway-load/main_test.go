@@ -52,6 +52,8 @@ func TestLoadSmoke(t *testing.T) {
 		if pe := r.PerEvent; r.Target == "tagway" && r.Mode == "closed" &&
 			(pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5 || pe.BadgerBytes < 20) {
 			t.Errorf("%s: work per event %+v", r.Scenario, pe)
+		} else if r.Target == "tagway" && r.Mode == "closed" && pe.BrokerStoredBy["TW_EVENTS"] < 0.5 {
+			t.Errorf("%s: TW_EVENTS stored %v per event", r.Scenario, pe.BrokerStoredBy)
 		}
 	}
 	if tagway != 4 || len(rep.Ratios) != 4 || rep.PeakRSSMiB <= 0 || !strings.Contains(out.String(), "events/s vs bare pipeline") {

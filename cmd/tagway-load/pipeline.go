@@ -231,23 +231,24 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 // up, so an open-loop run measures its own load, not the closed loop's
 // leftovers; it returns how long that took and whether it happened.
 // brokerWork is what JetStream has done since the server started: the
-// messages stored in all streams (their last sequences) and delivered to
+// messages stored in each stream (its last sequence) and delivered to
 // all consumers (their delivery sequences, redeliveries included).
-func brokerWork(natsURL string) (stored, delivered float64) {
+func brokerWork(natsURL string) (stored map[string]float64, delivered float64) {
+	stored = map[string]float64{}
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
-		return 0, 0
+		return stored, 0
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return 0, 0
+		return stored, 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	streams := js.ListStreams(ctx)
 	for si := range streams.Info() {
-		stored += float64(si.State.LastSeq)
+		stored[si.Config.Name] = float64(si.State.LastSeq)
 		s, err := js.Stream(ctx, si.Config.Name)
 		if err != nil {
 			continue
