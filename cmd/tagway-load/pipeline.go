@@ -232,7 +232,9 @@ func (w *watcher) finish() (p99 time.Duration, n int, lags map[string]Lag) {
 // leftovers; it returns how long that took and whether it happened.
 // brokerWork is what JetStream has done since the server started: the
 // messages stored in each stream (its last sequence) and delivered to
-// all consumers (their delivery sequences, redeliveries included).
+// all consumers (their delivery sequences, redeliveries included). Segments
+// recreates its consumers when it drops uncommitted work, which restarts
+// their sequences: a span with such a drop under-counts deliveries.
 func brokerWork(natsURL string) (stored map[string]float64, delivered float64) {
 	stored = map[string]float64{}
 	nc, err := nats.Connect(natsURL)
