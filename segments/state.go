@@ -321,12 +321,20 @@ func (s *state) encodeAlias(e *enc, a string) {
 		e.b = append(e.b, aliasTagPhone)
 	case a[0] == aliasExtID[0] && a[1:] == s.extID:
 		e.b = append(e.b, aliasTagExtID)
-	case a[0] == aliasAnon[0] && len(s.id) > 2 && s.id[:2] == "a:" && a[1:] == s.id[2:]:
+	case a[0] == aliasAnon[0] && a[1:] == ownAnon(s.id) && a[1:] != "":
 		e.b = append(e.b, aliasTagAnon)
 	default:
 		e.b = append(e.b, aliasTagKind, a[0])
 		e.hex(a[1:])
 	}
+}
+
+// ownAnon is the anon id a browser profile's id is made of ("a:" + it), or "".
+func ownAnon(id string) string {
+	if len(id) > 2 && id[:2] == "a:" {
+		return id[2:]
+	}
+	return ""
 }
 
 // decodeAlias reads what encodeAlias wrote; the identifiers and the id it
@@ -353,8 +361,8 @@ func (s *state) decodeAlias(d *dec) string {
 	case aliasTagExtID:
 		return aliasExtID + s.extID
 	case aliasTagAnon:
-		if len(s.id) > 2 && s.id[:2] == "a:" {
-			return aliasAnon + s.id[2:]
+		if v := ownAnon(s.id); v != "" {
+			return aliasAnon + v
 		}
 	case aliasTagKind:
 		if len(d.b) > 0 {

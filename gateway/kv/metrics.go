@@ -42,7 +42,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
-	user, compaction := BytesWritten()
+	user, compaction := bytesWritten()
 	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(user), "user")
 	ch <- prometheus.MustNewConstMetric(writtenDesc, prometheus.CounterValue, float64(compaction), "compaction")
 	ch <- prometheus.MustNewConstMetric(entriesDesc, prometheus.CounterValue, float64(expvarInt("badger_put_num_user")))
@@ -55,9 +55,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(sizeDesc, prometheus.GaugeValue, float64(vlog), "vlog")
 }
 
-// BytesWritten is what Badger's counters say the process's stores wrote:
+// bytesWritten is what Badger's counters say the process's stores wrote:
 // entries written by their users, and tables written by compactions.
-func BytesWritten() (user, compaction int64) {
+func bytesWritten() (user, compaction int64) {
 	user = expvarInt("badger_write_bytes_user")
 	if m, ok := expvar.Get("badger_write_bytes_compaction").(*expvar.Map); ok {
 		m.Do(func(kv expvar.KeyValue) {
