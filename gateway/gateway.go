@@ -81,6 +81,10 @@ type Deduper interface {
 type DedupBatch interface {
 	CheckAll(ctx context.Context, envs []*event.Envelope) ([]*dedup.Verdict, []error)
 	Settle(v *dedup.Verdict, stored bool)
+	// Detach takes a First whose publish got no answer out of the batch:
+	// Finish leaves its claim pending until the Pending is resolved. Nil
+	// when the implementation cannot hold a claim that long.
+	Detach(v *dedup.Verdict) *dedup.Pending
 	Finish() error
 }
 
@@ -124,6 +128,7 @@ func (noDedup) CheckAll(_ context.Context, envs []*event.Envelope) ([]*dedup.Ver
 	return vs, make([]error, len(envs))
 }
 func (noDedup) Settle(*dedup.Verdict, bool) {}
+func (noDedup) Detach(*dedup.Verdict) *dedup.Pending { return nil }
 func (noDedup) Finish() error               { return nil }
 
 // GeoLookup finds where an IP address is (*consent.GeoDB implements it).
@@ -146,6 +151,15 @@ type Deps struct {
 	Registry prometheus.Registerer
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// DuplicateWindow is the events stream's Nats-Msg-Id window. When it is
+	// set (with Dedup), an event whose PubAck did not come keeps its dedup
+	// claim while the gateway publishes it again within that window, and
+	// learns whether it was stored (unsure.go). Zero: the claim is released
+	// at once, and only the broker's window catches the sender's retry.
+	DuplicateWindow time.Duration
+	// PublishWait bounds one PublishBatch (the bus's publish_timeout plus its
+	// one second of slack). Default 6s.
+	PublishWait time.Duration
 }
 
 // Gateway is the public edge.
@@ -168,6 +182,7 @@ type Gateway struct {
 	// siteRoutes maps a site's own paths (SitePaths) to what they serve.
 	siteRoutes map[string]siteRoute
 	demo       *demoLog // demo mode only
+	unsure     *resolver // nil without Deps.DuplicateWindow or a dedup store
 
 	connMu sync.Mutex
 	conns  map[net.Conn]int // open connections → handlers running on them
@@ -213,6 +228,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		reg = prometheus.NewRegistry()
 	}
 	g.m = newMetrics(reg)
+	if deps.DuplicateWindow > 0 && deps.Dedup != nil {
+		wait := deps.PublishWait
+		if wait <= 0 {
+			wait = 6 * time.Second
+		}
+		g.unsure = newResolver(g.pub, deps.DuplicateWindow, wait, g.log, reg)
+	}
 	g.proxy = newTagProxy(cfg.Proxy, g.now, reg)
 	asset, err := tag.Build("/e")
 	if err != nil {
@@ -311,6 +333,10 @@ func (g *Gateway) Err() <-chan error { return g.serveErr }
 // which waits for its PubAcks). Safe to call twice.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
+		if g.unsure != nil {
+			// After the requests: theirs may hand it more.
+			defer g.unsure.stop(ctx)
+		}
 		if !g.started.Load() {
 			return
 		}

@@ -177,6 +177,9 @@ func (tg *testGW) counter(t *testing.T, name string, labels map[string]string) f
 			if c := m.GetCounter(); c != nil {
 				return c.GetValue()
 			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
 		}
 	}
 	return 0

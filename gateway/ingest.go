@@ -151,6 +151,15 @@ func (g *Gateway) process(ctx context.Context, route string, ri *reqInfo, n int,
 				}
 				continue
 			}
+			if a.Err != nil && a.Unsure && !o.link && g.unsure != nil {
+				// It may be stored: keep the claim while the resolver finds
+				// out (unsure.go), so the retry is neither stored twice nor lost.
+				if p := dd.Detach(o.v); p != nil {
+					g.unsure.add(msgs[k], p, t0)
+					unavailable(o.i, "not stored yet: the event store did not confirm in time; retry the batch (event_id makes the retry safe)", a.Err)
+					continue
+				}
+			}
 			dd.Settle(o.v, a.Err == nil)
 			switch {
 			case a.Err != nil && o.link:

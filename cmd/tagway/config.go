@@ -341,6 +341,13 @@ func (c *serveConfig) finish() error {
 	if err := c.NATS.Validate(); err != nil {
 		return err
 	}
+	// The gateway publishes an unconfirmed event again within the events
+	// stream's window to learn whether it was stored (gateway/unsure.go):
+	// room for two attempts and a margin.
+	if min := 2*(c.NATS.PublishTimeout.D()+time.Second) + time.Second; c.NATS.Events.DuplicateWindow.D() < min {
+		return fmt.Errorf("nats.events.duplicate_window: %v is too short: at least %v (twice nats.publish_timeout plus 3s), so that an unconfirmed publish can be retried within it",
+			c.NATS.Events.DuplicateWindow.D(), min)
+	}
 	c.Badger.SetDefaults()
 	if err := c.Badger.Validate(); err != nil {
 		return err

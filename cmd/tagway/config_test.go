@@ -92,6 +92,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"webhook url", "destinations:\n  - {name: h, type: webhook, url: ftp://x, secret_env: TT}\n", "destinations[0].url:"},
 		{"audit retention", "consent: {audit_retention: 2h}\n", "consent.audit_retention:"},
 		{"claim wait", "dedup: {claim_wait: 3s}\nnats: {publish_timeout: 5s}\n", "dedup.claim_wait: must be longer than nats.publish_timeout"},
+		{"events duplicate window", "nats: {publish_timeout: 5s, events: {duplicate_window: 10s}}\n", "nats.events.duplicate_window: 10s is too short: at least 13s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -117,7 +117,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		defer cancel()
 		_ = fwd.Shutdown(sctx)
 	}()
-	deps := gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg}
+	deps := gateway.Deps{Publisher: b, Consent: engine, Dedup: gateway.DedupStore(dd), Logger: log, Registry: reg,
+		DuplicateWindow: cfg.NATS.Events.DuplicateWindow.D(), PublishWait: cfg.NATS.PublishTimeout.D() + time.Second}
 	if cfg.Consent.Geo.MMDB != "" {
 		geoDB, err := consent.OpenGeoDB(cfg.Consent.Geo.MMDB)
 		if err != nil {

@@ -5,12 +5,14 @@
 // Exactness. A first copy takes an in-memory claim on its key; the claim is
 // committed (LRU + Badger) only after the gateway's publish was acknowledged,
 // and released if it failed, so a failed publish never turns the retry into a
-// "duplicate" (that would lose the event). A copy that arrives while a claim
-// is pending waits for the outcome. Keys are striped over shards with one
-// mutex each, so exactly one of any number of concurrent copies wins.
-// Remaining window: a crash between the PubAck and the Badger write can let a
-// later copy through once more (counted twice, never lost); JetStream's
-// Nats-Msg-Id window catches a retry within minutes.
+// "duplicate" (that would lose the event). A publish whose answer never came
+// may have been stored: the gateway Detaches its claim and resolves it once
+// it has found out (gateway/unsure.go). A copy that arrives while a claim is
+// pending waits for the outcome. Keys are striped over shards with one mutex
+// each, so exactly one of any number of concurrent copies wins. Remaining
+// window: a crash between the PubAck and the Badger write can let a later
+// copy through once more (counted twice, never lost); JetStream's
+// Nats-Msg-Id window (30 s) catches a retry within it.
 //
 // Badger key schema (keys are strings; records in codec.go's form):
 //
@@ -486,6 +488,39 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 		s.m.links.Inc()
 		v.rec = nil
 	}
+}
+
+// Pending is a first copy's claim taken out of its request by Detach: its
+// publish may or may not have been stored, and the gateway finds out later.
+// Until Resolve, a later copy of the event waits for it (ClaimWait), then is
+// answered 503: neither accepted twice nor lost.
+type Pending struct {
+	s *Store
+	v *Verdict
+}
+
+// Detach takes a First's claim out of the batch: Finish leaves it pending,
+// and the returned Pending resolves it. Nil for any other verdict, or one
+// already detached.
+func (b *Batch) Detach(v *Verdict) *Pending {
+	if v == nil || v.Kind != First || v.claim == nil {
+		return nil
+	}
+	i := slices.Index(b.claims, v)
+	if i < 0 {
+		return nil
+	}
+	b.claims = slices.Delete(b.claims, i, i+1)
+	return &Pending{s: b.s, v: v}
+}
+
+// Resolve settles a detached claim: stored means the event is in the stream
+// (its record is written, as Settle and Finish would have), otherwise the
+// claim is released for the next copy. Call it once.
+func (p *Pending) Resolve(stored bool) error {
+	b := &Batch{s: p.s, claims: []*Verdict{p.v}}
+	b.Settle(p.v, stored)
+	return b.Finish()
 }
 
 func (b *Batch) queueRecord(key string, rec *record) {

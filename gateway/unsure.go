@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/dedup"
+)
+
+// Unsure publishes. When an event's PubAck does not come (a timeout, a
+// dropped connection), the stream may or may not have stored it. The request
+// is answered 503, but the event's dedup claim is not released: the resolver
+// publishes the same message again, with the same Nats-Msg-Id, until the
+// stream answers. A duplicate means the first attempt was stored; a new
+// sequence means this attempt is the one. Either way the event is then in
+// TW_EVENTS once and its dedup record is written, so the sender's retry,
+// whenever it comes, is answered as a duplicate. Until then a retry waits for
+// the claim (dedup.claim_wait) and is answered 503 again.
+//
+// The stream's answer only proves "once" within its duplicate window of the
+// first attempt, so no attempt is sent that could be answered after that
+// window ends. An event still unresolved then has its claim released, as if
+// it had failed: only then may a late retry be stored twice (counted
+// "gave_up"). So the broker's window need only cover the resolver's retries
+// and a restart, not the senders' retry schedules.
+
+// unsureMax bounds the events awaiting resolution (each holds its encoded
+// envelope, ~1 KiB); beyond it a claim is released at once (counted
+// "dropped").
+const unsureMax = 50_000
+
+type unsureMsg struct {
+	msg  bus.Msg
+	p    *dedup.Pending
+	sent time.Time // when the first attempt was published
+}
+
+type resolver struct {
+	pub    Publisher
+	window time.Duration // TW_EVENTS' duplicate window, less a margin for clocks
+	wait   time.Duration // longest wait for one attempt's PubAck
+	every  time.Duration // pause between rounds
+	log    *slog.Logger
+
+	outcomes *prometheus.CounterVec
+	pending  prometheus.Gauge
+
+	mu      sync.Mutex
+	queue   []unsureMsg
+	inRound int // taken out of queue by the round in progress
+
+	ctx    context.Context // canceled by stop
+	cancel context.CancelFunc
+	kick   chan struct{}
+	done   chan struct{}
+}
+
+// newResolver returns a running resolver for a stream whose duplicate window
+// is window, publishing through pub; wait bounds one attempt. It keeps real
+// time (the broker's window does), not the gateway's clock.
+func newResolver(pub Publisher, window, wait time.Duration, log *slog.Logger, reg prometheus.Registerer) *resolver {
+	r := &resolver{
+		pub: pub, window: window - time.Second, wait: wait, every: time.Second, log: log,
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tagway_publish_unsure_total",
+			Help: "Events whose PubAck did not come, by how that was resolved: stored (a later attempt stored it), already_stored (the first attempt had), gave_up (no answer within the duplicate window: released), dropped (too many awaiting: released), shutdown (released at stop).",
+		}, []string{"outcome"}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tagway_publish_unsure_pending", Help: "Events whose PubAck did not come, awaiting resolution.",
+		}),
+		kick: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	reg.MustRegister(r.outcomes, r.pending)
+	for _, o := range []string{"stored", "already_stored", "gave_up", "dropped", "shutdown"} {
+		r.outcomes.WithLabelValues(o)
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	go r.run()
+	return r
+}
+
+// add hands over an event whose publish at sent got no answer.
+func (r *resolver) add(msg bus.Msg, p *dedup.Pending, sent time.Time) {
+	r.mu.Lock()
+	if len(r.queue) >= unsureMax || r.ctx.Err() != nil {
+		r.mu.Unlock()
+		r.resolve(unsureMsg{msg: msg, p: p, sent: sent}, false, "dropped")
+		return
+	}
+	r.queue = append(r.queue, unsureMsg{msg: msg, p: p, sent: sent})
+	r.pending.Set(float64(len(r.queue)))
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *resolver) run() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.ctx.Done():
+			r.mu.Lock()
+			left := r.queue
+			r.queue = nil
+			r.pending.Set(0)
+			r.mu.Unlock()
+			for _, u := range left {
+				r.resolve(u, false, "shutdown")
+			}
+			return
+		case <-r.kick:
+		}
+		r.round()
+		// Keep trying while anything is left, a second apart.
+		r.mu.Lock()
+		more := len(r.queue) > 0
+		r.mu.Unlock()
+		if more {
+			select {
+			case <-r.ctx.Done():
+			case <-time.After(r.every):
+				select {
+				case r.kick <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// round publishes every waiting event once more and resolves those the
+// stream answered.
+func (r *resolver) round() {
+	r.mu.Lock()
+	items := r.queue
+	r.queue = nil
+	r.inRound = len(items)
+	r.mu.Unlock()
+	now := time.Now()
+	try := items[:0]
+	for _, u := range items {
+		// An answer to an attempt sent now may come as late as now+wait;
+		// it proves "stored once" only within the window of the first.
+		if now.Add(r.wait).After(u.sent.Add(r.window)) {
+			r.resolve(u, false, "gave_up")
+			continue
+		}
+		try = append(try, u)
+	}
+	if len(try) > 0 {
+		msgs := make([]bus.Msg, len(try))
+		for i, u := range try {
+			msgs[i] = u.msg
+		}
+		acks := make([]bus.Ack, len(try))
+		ctx, cancel := context.WithTimeout(r.ctx, r.wait)
+		r.pub.PublishBatch(ctx, msgs, acks)
+		cancel()
+		var again []unsureMsg
+		for i, a := range acks {
+			switch {
+			case a.Err == nil && a.Duplicate:
+				r.resolve(try[i], true, "already_stored")
+			case a.Err == nil:
+				r.resolve(try[i], true, "stored")
+			default:
+				again = append(again, try[i])
+			}
+		}
+		try = again
+	}
+	r.mu.Lock()
+	r.queue = append(r.queue, try...)
+	r.inRound = 0
+	r.pending.Set(float64(len(r.queue)))
+	r.mu.Unlock()
+}
+
+func (r *resolver) resolve(u unsureMsg, stored bool, outcome string) {
+	r.outcomes.WithLabelValues(outcome).Inc()
+	if outcome == "gave_up" {
+		r.log.Warn("an event's publish got no answer within the events stream's duplicate window; its claim is released, and a retry may store it twice",
+			"subject", u.msg.Subject, "sent", u.sent)
+	}
+	if err := u.p.Resolve(stored); err != nil {
+		r.log.Error("dedup state not written for an event resolved as stored; a later copy may be accepted again", "err", err)
+	}
+}
+
+// stop gives the events awaiting resolution until ctx ends, then releases
+// what is left and waits for the loop to end.
+func (r *resolver) stop(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for r.waiting() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+	r.cancel()
+	<-r.done
+}
+
+// waiting counts the events not yet resolved, the round's in progress too.
+func (r *resolver) waiting() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.queue) + r.inRound
+}

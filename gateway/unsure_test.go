@@ -1,0 +1,200 @@
+package gateway
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tagway/tagway/gateway/bus"
+	"github.com/tagway/tagway/gateway/bus/bustest"
+	"github.com/tagway/tagway/gateway/units"
+)
+
+// holdProxy forwards TCP between NATS clients and a server; while held, what
+// the server sends (PubAcks among it) waits in the proxy, so a publish is
+// stored but its acknowledgement comes late: the "unsure" case.
+type holdProxy struct {
+	ln     net.Listener
+	target string
+	held   atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func startHoldProxy(t *testing.T, target string) *holdProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdProxy{ln: ln, target: target}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := s.Read(buf)
+					for p.held.Load() {
+						time.Sleep(5 * time.Millisecond)
+					}
+					if n > 0 {
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *holdProxy) url() string { return "nats://" + p.ln.Addr().String() }
+
+// startUnsureGateway runs a gateway with a dedup store and the resolver,
+// publishing through a holdProxy to a real nats-server whose events stream
+// has the given duplicate window.
+func startUnsureGateway(t *testing.T, window time.Duration) (*testGW, *holdProxy) {
+	t.Helper()
+	ns := bustest.RunServer(t, -1, "")
+	p := startHoldProxy(t, ns.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := bus.Config{URL: p.url(), PublishTimeout: units.Duration(500 * time.Millisecond)}
+	cfg.Events.DuplicateWindow = units.Duration(window)
+	b, err := bus.Open(ctx, cfg, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	tg := startGatewayOn(t, b, nil)
+	_ = tg.g.Shutdown(context.Background())
+	reg := prometheus.NewRegistry()
+	dd := newDedup(t, reg, nil)
+	g, err := New(tg.g.cfg, Deps{Publisher: b, Dedup: DedupStore(dd), Registry: reg,
+		DuplicateWindow: window, PublishWait: 1500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+	return &testGW{g: g, bus: b, url: "http://" + g.Addr().String(), reg: reg, dedup: dd}, p
+}
+
+func (tg *testGW) waitCounter(t *testing.T, name string, labels map[string]string, want float64, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for tg.counter(t, name, labels) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s%v = %v after %v, want %v", name, labels, tg.counter(t, name, labels), within, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestUnsurePublishIsResolved: an event is stored but its PubAck comes too
+// late, so the sender is told 503. The gateway keeps the event's claim and
+// publishes it again until the stream answers "duplicate": the event is
+// stored once, and the sender's retry — after the broker's own duplicate
+// window has passed — is answered as a duplicate instead of being stored a
+// second time. Releasing the claim at the 503 (the behaviour before) stores
+// it twice here.
+func TestUnsurePublishIsResolved(t *testing.T) {
+	const window = 6 * time.Second
+	tg, p := startUnsureGateway(t, window)
+	body := `{"site":"shop","data":[{"event":"CompletePayment","event_id":"late-ack-1","user":{"external_id":"c-1"}}]}`
+
+	p.held.Store(true)
+	sent := time.Now()
+	resp, a := tg.postServer(t, body)
+	if resp.StatusCode != 503 || a.Accepted != 0 || len(a.Errors) != 1 {
+		t.Fatalf("held PubAck: %d %+v, want 503 with one error", resp.StatusCode, a)
+	}
+	// While the first attempt is unresolved, a retry neither wins nor is lost.
+	if got := tg.counter(t, "tagway_publish_unsure_pending", nil); got != 1 {
+		t.Fatalf("unsure pending = %v, want 1", got)
+	}
+	time.Sleep(time.Second) // the resolver's first attempt is held too
+	p.held.Store(false)
+	tg.waitCounter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "already_stored"}, 1, 5*time.Second)
+
+	// The sender retries once the broker's window has passed.
+	time.Sleep(time.Until(sent.Add(window + 500*time.Millisecond)))
+	resp, a = tg.postServer(t, body)
+	if resp.StatusCode != 200 || a.Accepted != 0 || a.Duplicates != 1 {
+		t.Fatalf("retry after the window: %d %+v, want 200 and a duplicate", resp.StatusCode, a)
+	}
+	envs, _ := tg.envelopes(t)
+	if len(envs) != 1 || envs[0].EventID != "late-ack-1" {
+		t.Fatalf("stream holds %d events, want the one event once", len(envs))
+	}
+	for _, o := range []string{"stored", "gave_up", "dropped", "shutdown"} {
+		if got := tg.counter(t, "tagway_publish_unsure_total", map[string]string{"outcome": o}); got != 0 {
+			t.Errorf("unsure %s = %v, want 0", o, got)
+		}
+	}
+}
+
+// TestUnsurePublishGivesUpWithinTheWindow: when no answer can come within
+// the broker's duplicate window, the claim is released (as before the
+// resolver) and counted, and the retry is taken as a first copy again.
+func TestUnsurePublishGivesUpWithinTheWindow(t *testing.T) {
+	const window = 4 * time.Second
+	tg, p := startUnsureGateway(t, window)
+	body := `{"site":"shop","data":[{"event":"Lead","event_id":"late-ack-2"}]}`
+	p.held.Store(true)
+	resp, _ := tg.postServer(t, body)
+	if resp.StatusCode != 503 {
+		t.Fatalf("held PubAck: %d, want 503", resp.StatusCode)
+	}
+	// Attempts may be sent until window - 1 s margin - 1.5 s wait after the first.
+	tg.waitCounter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "gave_up"}, 1, 5*time.Second)
+	if got := tg.counter(t, "tagway_publish_unsure_pending", nil); got != 0 {
+		t.Fatalf("unsure pending = %v after giving up", got)
+	}
+	p.held.Store(false)
+	// The claim is free: the retry publishes (the stream's window still
+	// holds the first attempt, so it is stored once).
+	resp, a := tg.postServer(t, body)
+	if resp.StatusCode != 200 || a.Accepted+a.Duplicates != 1 {
+		t.Fatalf("retry: %d %+v", resp.StatusCode, a)
+	}
+	envs, _ := tg.envelopes(t)
+	if len(envs) != 1 {
+		t.Fatalf("stream holds %d events, want 1", len(envs))
+	}
+}
+
