@@ -127,9 +127,9 @@ func (noDedup) CheckAll(_ context.Context, envs []*event.Envelope) ([]*dedup.Ver
 	}
 	return vs, make([]error, len(envs))
 }
-func (noDedup) Settle(*dedup.Verdict, bool) {}
+func (noDedup) Settle(*dedup.Verdict, bool)          {}
 func (noDedup) Detach(*dedup.Verdict) *dedup.Pending { return nil }
-func (noDedup) Finish() error               { return nil }
+func (noDedup) Finish() error                        { return nil }
 
 // GeoLookup finds where an IP address is (*consent.GeoDB implements it).
 type GeoLookup interface {
@@ -181,7 +181,7 @@ type Gateway struct {
 	tag       *tag.Asset
 	// siteRoutes maps a site's own paths (SitePaths) to what they serve.
 	siteRoutes map[string]siteRoute
-	demo       *demoLog // demo mode only
+	demo       *demoLog  // demo mode only
 	unsure     *resolver // nil without Deps.DuplicateWindow or a dedup store
 
 	connMu sync.Mutex

@@ -197,4 +197,3 @@ func TestUnsurePublishGivesUpWithinTheWindow(t *testing.T) {
 		t.Fatalf("stream holds %d events, want 1", len(envs))
 	}
 }
-

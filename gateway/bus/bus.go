@@ -136,7 +136,6 @@ func (c *Config) Validate() error {
 	if err := c.Events.validate("nats.events"); err != nil {
 		return err
 	}
-
 	if err := c.Identity.validate("nats.identity"); err != nil {
 		return err
 	}
