@@ -69,6 +69,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
+	if err := recoverDedup(ctx, dd, b, cfg, log); err != nil {
+		return err
+	}
 	auditLog := audit.New(store.DB(), nil)
 	if err := recordPolicy(auditLog, cfg); err != nil {
 		return err
@@ -191,6 +194,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	defer cancel()
 	if err := gw.Shutdown(sctx); err != nil {
 		log.Error("stopping the public listener", "err", err)
+	} else if err := dd.Closed(); err != nil { // every stored event's record is written
+		log.Error("marking the dedup store closed; the next start reads back the last events", "err", err)
 	}
 	log.Debug("public listener stopped; in-flight requests done")
 	if seg != nil {
@@ -311,4 +316,29 @@ func printBanner(w io.Writer, cfg *serveConfig, pub, adm net.Addr, b *bus.Bus) {
 	fmt.Fprintf(w, "  admin            %s/metrics  /readyz  /healthz\n", httpURL(adm))
 	fmt.Fprintf(w, "  NATS             %s  (stream %s, subjects %s)\n", natsDesc(b), bus.EventsStream, bus.EventsSubjects)
 	fmt.Fprintf(w, "  data             %s\n", cfg.Data)
+}
+
+// recoverDedup marks the dedup store in use and, if the process before
+// did not stop cleanly, writes the records of events it may have stored
+// without them (a kill between a PubAck and the record's write): the last
+// events of TW_EVENTS, over the resolver's window, one publish wait and a
+// margin for a slow write.
+func recoverDedup(ctx context.Context, dd *dedup.Store, b *bus.Bus, cfg *serveConfig, log *slog.Logger) error {
+	unclean, err := dd.Opened()
+	if err != nil || !unclean {
+		return err
+	}
+	span := cfg.NATS.Events.DuplicateWindow.D() + cfg.NATS.PublishTimeout.D() + 15*time.Second
+	t0 := time.Now()
+	n, written, err := dd.Recover(func(fn func([]byte) error) (int, error) {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		return bus.ReadLast(rctx, b.JetStream(), bus.EventsStream, span, fn)
+	})
+	if err != nil {
+		return fmt.Errorf("after an unclean stop: %w", err)
+	}
+	log.Info("the last stop was not clean: read back the last events and wrote their missing dedup records",
+		"span", span.String(), "events", n, "records_written", written, "took", time.Since(t0).Round(time.Millisecond).String())
+	return nil
 }

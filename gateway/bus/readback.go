@@ -65,3 +65,64 @@ func MsgIDsAfter(ctx context.Context, js jetstream.JetStream, stream string, aft
 	}
 	return ids, truncated, nil
 }
+
+// ReadLast calls fn with the data of every message stream stored within
+// span before its newest one (as the stream stood when called), oldest
+// first, and returns how many it read. A process that may have stopped
+// between a PubAck and its own bookkeeping reads back the messages it
+// could have been handling then.
+func ReadLast(ctx context.Context, js jetstream.JetStream, stream string, span time.Duration, fn func(data []byte) error) (int, error) {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("reading back %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading back %s: %w", stream, err)
+	}
+	if info.State.Msgs == 0 {
+		return 0, nil
+	}
+	last, from := info.State.LastSeq, info.State.LastTime.Add(-span)
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading back %s: %w", stream, err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading back %s: %w", stream, err)
+	}
+	read, pending := 0, ci.NumPending // from the start time to the stream's end
+	for seq := uint64(0); seq < last && pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return read, fmt.Errorf("reading back %s: %w", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			pending--
+			md, err := m.Metadata()
+			if err != nil {
+				return read, fmt.Errorf("reading back %s: %w", stream, err)
+			}
+			seq = md.Sequence.Stream
+			if seq > last {
+				break // stored after the call: not ours to read
+			}
+			read++
+			if err := fn(m.Data()); err != nil {
+				return read, err
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return read, fmt.Errorf("reading back %s: %w", stream, err)
+		}
+		if n == 0 {
+			break // removed meanwhile (max age, a purge): nothing left
+		}
+	}
+	return read, nil
+}

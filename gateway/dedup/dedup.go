@@ -9,15 +9,15 @@
 // may have been stored: the gateway Detaches its claim and resolves it once
 // it has found out (gateway/unsure.go). A copy that arrives while a claim is
 // pending waits for the outcome. Keys are striped over shards with one mutex
-// each, so exactly one of any number of concurrent copies wins. Remaining
-// window: a crash between the PubAck and the Badger write can let a later
-// copy through once more (counted twice, never lost); JetStream's
-// Nats-Msg-Id window (30 s) catches a retry within it.
+// each, so exactly one of any number of concurrent copies wins. A crash
+// between the PubAck and the Badger write leaves a stored event without its
+// record: the next start writes it from the events stream (recover.go).
 //
 // Badger key schema (keys are strings; records in codec.go's form):
 //
 //	'd' site 0x00 event 0x00 event_id  → record{t,s,p,k}   TTL = first copy + window
 //	'l' site 0x00 alias kind 0x00 value → profile           TTL = identity_ttl (396 d)
+//	'd' 0x00 "open"                     → nothing: a process is using the store (recover.go)
 //
 // Metrics: tagway_dedup_lookups_total{tier=lru|badger|batch|miss},
 // tagway_dedup_duplicates_total{pair=browser_server|server_browser|same_source},
