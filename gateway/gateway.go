@@ -330,12 +330,20 @@ func (g *Gateway) Err() <-chan error { return g.serveErr }
 // Shutdown stops accepting connections, closes the connections that are not
 // in the middle of a request (idle keep-alives, new ones with nothing sent),
 // and waits, bounded by ctx, for the requests in flight to finish (each of
-// which waits for its PubAcks). Safe to call twice.
+// which waits for its PubAcks), then for the events whose PubAck did not
+// come to be resolved (unsure.go): any still unresolved at ctx's end make it
+// return an error. Safe to call twice.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.stopOnce.Do(func() {
 		if g.unsure != nil {
 			// After the requests: theirs may hand it more.
-			defer g.unsure.stop(ctx)
+			defer func() {
+				// An error keeps the dedup store marked in use, so the next
+				// start writes the records of those that were stored.
+				if n := g.unsure.stop(ctx); n > 0 && g.stopErr == nil {
+					g.stopErr = fmt.Errorf("gateway: events whose PubAck did not come, still unresolved at the deadline: %d; the next start reads the last events back", n)
+				}
+			}()
 		}
 		if !g.started.Load() {
 			return

@@ -58,6 +58,8 @@ type resolver struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
 	done   chan struct{}
+	// released counts what stop left unresolved (set before done closes).
+	released int
 }
 
 // newResolver returns a running resolver for a stream whose duplicate window
@@ -115,6 +117,7 @@ func (r *resolver) run() {
 			for _, u := range left {
 				r.resolve(u, false, "shutdown")
 			}
+			r.released = len(left)
 			return
 		case <-r.kick:
 		}
@@ -196,8 +199,9 @@ func (r *resolver) resolve(u unsureMsg, stored bool, outcome string) {
 }
 
 // stop gives the events awaiting resolution until ctx ends, then releases
-// what is left and waits for the loop to end.
-func (r *resolver) stop(ctx context.Context) {
+// what is left, waits for the loop to end and returns how many it released:
+// events that may be stored without their dedup records.
+func (r *resolver) stop(ctx context.Context) int {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for r.waiting() > 0 && ctx.Err() == nil {
@@ -208,6 +212,7 @@ func (r *resolver) stop(ctx context.Context) {
 	}
 	r.cancel()
 	<-r.done
+	return r.released
 }
 
 // waiting counts the events not yet resolved, the round's in progress too.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -195,5 +196,26 @@ func TestUnsurePublishGivesUpWithinTheWindow(t *testing.T) {
 	envs, _ := tg.envelopes(t)
 	if len(envs) != 1 {
 		t.Fatalf("stream holds %d events, want 1", len(envs))
+	}
+}
+
+// TestUnsureAtShutdown: Shutdown waits for unresolved events until its
+// context ends, then releases them and says so, so that the dedup store is
+// not marked cleanly closed (cmd/tagway) and the next start reads them back.
+func TestUnsureAtShutdown(t *testing.T) {
+	tg, p := startUnsureGateway(t, 10*time.Second)
+	p.held.Store(true)
+	resp, _ := tg.postServer(t, `{"site":"shop","data":[{"event":"Lead","event_id":"late-ack-3"}]}`)
+	if resp.StatusCode != 503 {
+		t.Fatalf("held PubAck: %d, want 503", resp.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := tg.g.Shutdown(ctx)
+	if err == nil || !strings.Contains(err.Error(), "still unresolved at the deadline: 1;") {
+		t.Fatalf("Shutdown = %v, want it to report the unresolved event", err)
+	}
+	if got := tg.counter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "shutdown"}); got != 1 {
+		t.Fatalf("unsure shutdown = %v, want 1", got)
 	}
 }
