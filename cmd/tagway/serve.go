@@ -70,7 +70,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 	if err := recoverDedup(ctx, dd, b, cfg, log); err != nil {
-		return err
+		// Serving matters more: only a late retry of an event stored just
+		// before the crash could be accepted twice.
+		log.Error("could not write the dedup records the last, unclean stop may have left unwritten; a late retry of an event stored just before it may be accepted twice", "err", err)
 	}
 	auditLog := audit.New(store.DB(), nil)
 	if err := recordPolicy(auditLog, cfg); err != nil {
@@ -328,6 +330,7 @@ func recoverDedup(ctx context.Context, dd *dedup.Store, b *bus.Bus, cfg *serveCo
 	if err != nil || !unclean {
 		return err
 	}
+	log.Info("the last stop was not clean: reading back the last events for dedup records left unwritten")
 	span := cfg.NATS.Events.DuplicateWindow.D() + cfg.NATS.PublishTimeout.D() + 15*time.Second
 	t0 := time.Now()
 	n, written, err := dd.Recover(func(fn func([]byte) error) (int, error) {
@@ -338,7 +341,7 @@ func recoverDedup(ctx context.Context, dd *dedup.Store, b *bus.Bus, cfg *serveCo
 	if err != nil {
 		return fmt.Errorf("after an unclean stop: %w", err)
 	}
-	log.Info("the last stop was not clean: read back the last events and wrote their missing dedup records",
+	log.Info("read back the last events and wrote their missing dedup records",
 		"span", span.String(), "events", n, "records_written", written, "took", time.Since(t0).Round(time.Millisecond).String())
 	return nil
 }
