@@ -24,9 +24,11 @@ import (
 //
 // The stream's answer only proves "once" within its duplicate window of the
 // first attempt, so no attempt is sent that could be answered after that
-// window ends. An event still unresolved then has its claim released, as if
-// it had failed: only then may a late retry be stored twice (counted
-// "gave_up"). So the broker's window need only cover the resolver's retries
+// window ends. An event still unresolved then is looked for instead: the
+// messages stored on its subject from its first attempt to twice the window
+// after it, headers only, for its Nats-Msg-Id (once the broker answers
+// again). Found, it was stored; not found, it was not, and its claim is
+// released. So the broker's window need only cover the resolver's retries
 // and a restart, not the senders' retry schedules.
 
 // unsureMax bounds the events awaiting resolution (each holds its encoded
@@ -40,8 +42,14 @@ type unsureMsg struct {
 	sent time.Time // when the first attempt was published
 }
 
+// msgFinder searches a stream for messages by Nats-Msg-Id (*bus.Bus).
+type msgFinder interface {
+	FindMsgIDs(ctx context.Context, stream, subject string, from, to time.Time, ids map[string]bool) (map[string]bool, error)
+}
+
 type resolver struct {
 	pub    Publisher
+	find   msgFinder     // nil: past the window, a claim is released ("gave_up")
 	window time.Duration // TW_EVENTS' duplicate window, less a margin for clocks
 	wait   time.Duration // longest wait for one attempt's PubAck
 	every  time.Duration // pause between rounds
@@ -70,7 +78,7 @@ func newResolver(pub Publisher, window, wait time.Duration, log *slog.Logger, re
 		pub: pub, window: window - time.Second, wait: wait, every: time.Second, log: log,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tagway_publish_unsure_total",
-			Help: "Events whose PubAck did not come, by how that was resolved: stored (a later attempt stored it), already_stored (the first attempt had), gave_up (no answer within the duplicate window: released), dropped (too many awaiting: released), shutdown (released at stop).",
+			Help: "Events whose PubAck did not come, by how that was resolved: stored (a later attempt stored it), already_stored (the first attempt had), found (past the duplicate window, found in the stream), not_found (past the window, not in the stream: released), gave_up (past the window, no search possible: released), dropped (too many awaiting: released), shutdown (released at stop).",
 		}, []string{"outcome"}),
 		pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tagway_publish_unsure_pending", Help: "Events whose PubAck did not come, awaiting resolution.",
@@ -79,9 +87,10 @@ func newResolver(pub Publisher, window, wait time.Duration, log *slog.Logger, re
 		done: make(chan struct{}),
 	}
 	reg.MustRegister(r.outcomes, r.pending)
-	for _, o := range []string{"stored", "already_stored", "gave_up", "dropped", "shutdown"} {
+	for _, o := range []string{"stored", "already_stored", "found", "not_found", "gave_up", "dropped", "shutdown"} {
 		r.outcomes.WithLabelValues(o)
 	}
+	r.find, _ = pub.(msgFinder)
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
 	return r
@@ -148,16 +157,22 @@ func (r *resolver) round() {
 	r.inRound = len(items)
 	r.mu.Unlock()
 	now := time.Now()
-	try := items[:0]
+	var try, late, wait []unsureMsg
 	for _, u := range items {
 		// An answer to an attempt sent now may come as late as now+wait;
 		// it proves "stored once" only within the window of the first.
-		if now.Add(r.wait).After(u.sent.Add(r.window)) {
+		switch {
+		case now.Add(r.wait).Before(u.sent.Add(r.window)):
+			try = append(try, u)
+		case r.find == nil:
 			r.resolve(u, false, "gave_up")
-			continue
+		case now.After(r.searchTo(u.sent)):
+			late = append(late, u)
+		default:
+			wait = append(wait, u) // until anything it became is in the stream
 		}
-		try = append(try, u)
 	}
+	wait = append(wait, r.search(late)...)
 	if len(try) > 0 {
 		msgs := make([]bus.Msg, len(try))
 		for i, u := range try {
@@ -181,16 +196,82 @@ func (r *resolver) round() {
 		try = again
 	}
 	r.mu.Lock()
-	r.queue = append(r.queue, try...)
+	r.queue = append(append(r.queue, try...), wait...)
 	r.inRound = 0
 	r.pending.Set(float64(len(r.queue)))
 	r.mu.Unlock()
 }
 
+// searchTo is when a message first sent at sent has been stored if it ever
+// will be: a message the broker took in before it went quiet is stored long
+// before twice the window after.
+func (r *resolver) searchTo(sent time.Time) time.Time {
+	return sent.Add(2 * (r.window + time.Second))
+}
+
+// search looks for events in the stream, a search per subject, and returns
+// those it could not search (the broker did not answer): they are searched
+// again next round.
+func (r *resolver) search(late []unsureMsg) []unsureMsg {
+	bySubject := map[string][]unsureMsg{}
+	for _, u := range late {
+		bySubject[u.msg.Subject] = append(bySubject[u.msg.Subject], u)
+	}
+	var again []unsureMsg
+	var failed error
+	for subject, us := range bySubject {
+		if failed != nil { // the broker is not answering: no use asking again now
+			again = append(again, us...)
+			continue
+		}
+		ids := make(map[string]bool, len(us))
+		from, to := us[0].sent, us[0].sent
+		for _, u := range us {
+			ids[u.msg.MsgID] = true
+			from, to = minTime(from, u.sent), maxTime(to, u.sent)
+		}
+		// Stored at the earliest when sent.
+		ctx, cancel := context.WithTimeout(r.ctx, r.wait)
+		found, err := r.find.FindMsgIDs(ctx, bus.EventsStream, subject, from.Add(-time.Second), r.searchTo(to), ids)
+		cancel()
+		if err != nil {
+			failed = err
+			again = append(again, us...)
+			continue
+		}
+		for _, u := range us {
+			if found[u.msg.MsgID] {
+				r.resolve(u, true, "found")
+			} else {
+				r.resolve(u, false, "not_found")
+			}
+		}
+	}
+	return again
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 func (r *resolver) resolve(u unsureMsg, stored bool, outcome string) {
 	r.outcomes.WithLabelValues(outcome).Inc()
-	if outcome == "gave_up" {
+	switch outcome {
+	case "gave_up":
 		r.log.Warn("an event's publish got no answer within the events stream's duplicate window; its claim is released, and a retry may store it twice",
+			"subject", u.msg.Subject, "sent", u.sent)
+	case "dropped":
+		r.log.Warn("too many events await their PubAck's outcome; this one's claim is released, and a retry may store it twice",
 			"subject", u.msg.Subject, "sent", u.sent)
 	}
 	if err := u.p.Resolve(stored); err != nil {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -17,13 +16,16 @@ import (
 	"github.com/tagway/tagway/gateway/units"
 )
 
-// holdProxy forwards TCP between NATS clients and a server; while held, what
-// the server sends (PubAcks among it) waits in the proxy, so a publish is
-// stored but its acknowledgement comes late: the "unsure" case.
+// holdProxy forwards TCP between NATS clients and a server. While held,
+// what the server sends (PubAcks among it) waits in the proxy, so a publish
+// is stored but its acknowledgement comes late: the "unsure" case. While
+// heldUp, what clients send waits too; cut drops the connections and what
+// they held, so a publish never reaches the server.
 type holdProxy struct {
 	ln     net.Listener
 	target string
 	held   atomic.Bool
+	heldUp atomic.Bool
 	mu     sync.Mutex
 	conns  []net.Conn
 }
@@ -35,6 +37,24 @@ func startHoldProxy(t *testing.T, target string) *holdProxy {
 		t.Fatal(err)
 	}
 	p := &holdProxy{ln: ln, target: target}
+	pipe := func(dst, src net.Conn, held *atomic.Bool) {
+		defer dst.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			for held.Load() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -49,36 +69,25 @@ func startHoldProxy(t *testing.T, target string) *holdProxy {
 			p.mu.Lock()
 			p.conns = append(p.conns, c, s)
 			p.mu.Unlock()
-			go func() { _, _ = io.Copy(s, c); s.Close() }()
-			go func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := s.Read(buf)
-					for p.held.Load() {
-						time.Sleep(5 * time.Millisecond)
-					}
-					if n > 0 {
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						c.Close()
-						return
-					}
-				}
-			}()
+			go pipe(s, c, &p.heldUp)
+			go pipe(c, s, &p.held)
 		}
 	}()
 	t.Cleanup(func() {
 		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
+		p.cut()
 	})
 	return p
+}
+
+// cut closes every connection, dropping what is held in them.
+func (p *holdProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
 }
 
 func (p *holdProxy) url() string { return "nats://" + p.ln.Addr().String() }
@@ -162,17 +171,18 @@ func TestUnsurePublishIsResolved(t *testing.T) {
 	if len(envs) != 1 || envs[0].EventID != "late-ack-1" {
 		t.Fatalf("stream holds %d events, want the one event once", len(envs))
 	}
-	for _, o := range []string{"stored", "gave_up", "dropped", "shutdown"} {
+	for _, o := range []string{"stored", "found", "not_found", "gave_up", "dropped", "shutdown"} {
 		if got := tg.counter(t, "tagway_publish_unsure_total", map[string]string{"outcome": o}); got != 0 {
 			t.Errorf("unsure %s = %v, want 0", o, got)
 		}
 	}
 }
 
-// TestUnsurePublishGivesUpWithinTheWindow: when no answer can come within
-// the broker's duplicate window, the claim is released (as before the
-// resolver) and counted, and the retry is taken as a first copy again.
-func TestUnsurePublishGivesUpWithinTheWindow(t *testing.T) {
+// TestUnsurePublishIsFoundAfterTheWindow: the PubAcks stay away until no
+// re-publish could prove anything within the broker's window. The event is
+// then looked for in the stream (its subject, its Nats-Msg-Id): found, its
+// record is written, and a retry long after the window is a duplicate.
+func TestUnsurePublishIsFoundAfterTheWindow(t *testing.T) {
 	const window = 4 * time.Second
 	tg, p := startUnsureGateway(t, window)
 	body := `{"site":"shop","data":[{"event":"Lead","event_id":"late-ack-2"}]}`
@@ -181,21 +191,51 @@ func TestUnsurePublishGivesUpWithinTheWindow(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Fatalf("held PubAck: %d, want 503", resp.StatusCode)
 	}
-	// Attempts may be sent until window - 1 s margin - 1.5 s wait after the first.
-	tg.waitCounter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "gave_up"}, 1, 5*time.Second)
-	if got := tg.counter(t, "tagway_publish_unsure_pending", nil); got != 0 {
-		t.Fatalf("unsure pending = %v after giving up", got)
-	}
+	// Re-publishing may go on until window - 1 s margin - 1.5 s wait.
+	time.Sleep(2500 * time.Millisecond)
 	p.held.Store(false)
-	// The claim is free: the retry publishes (the stream's window still
-	// holds the first attempt, so it is stored once).
-	resp, a := tg.postServer(t, body)
-	if resp.StatusCode != 200 || a.Accepted+a.Duplicates != 1 {
-		t.Fatalf("retry: %d %+v", resp.StatusCode, a)
+	if got := tg.counter(t, "tagway_publish_unsure_pending", nil); got != 1 {
+		t.Fatalf("unsure pending = %v while waiting to search", got)
 	}
-	envs, _ := tg.envelopes(t)
-	if len(envs) != 1 {
+	tg.waitCounter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "found"}, 1, 10*time.Second)
+	resp, a := tg.postServer(t, body)
+	if resp.StatusCode != 200 || a.Accepted != 0 || a.Duplicates != 1 {
+		t.Fatalf("retry after the window: %d %+v, want a duplicate", resp.StatusCode, a)
+	}
+	if envs, _ := tg.envelopes(t); len(envs) != 1 {
 		t.Fatalf("stream holds %d events, want 1", len(envs))
+	}
+}
+
+// TestUnsurePublishNotFoundIsReleased: the publish never reached the server
+// (the connection dropped with it). Past the window the search finds
+// nothing, the claim is released, and the retry is stored, once.
+func TestUnsurePublishNotFoundIsReleased(t *testing.T) {
+	const window = 4 * time.Second
+	tg, p := startUnsureGateway(t, window)
+	body := `{"site":"shop","data":[{"event":"Lead","event_id":"never-sent"}]}`
+	p.heldUp.Store(true)
+	p.held.Store(true)
+	resp, _ := tg.postServer(t, body)
+	if resp.StatusCode != 503 {
+		t.Fatalf("held publish: %d, want 503", resp.StatusCode)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	p.cut() // what was held is dropped; the client reconnects
+	p.heldUp.Store(false)
+	p.held.Store(false)
+	tg.waitCounter(t, "tagway_publish_unsure_total", map[string]string{"outcome": "not_found"}, 1, 15*time.Second)
+	resp, a := tg.postServer(t, body)
+	if resp.StatusCode != 200 || a.Accepted != 1 {
+		t.Fatalf("retry: %d %+v, want it accepted", resp.StatusCode, a)
+	}
+	if envs, _ := tg.envelopes(t); len(envs) != 1 {
+		t.Fatalf("stream holds %d events, want 1", len(envs))
+	}
+	for _, o := range []string{"found", "stored", "already_stored", "gave_up"} {
+		if got := tg.counter(t, "tagway_publish_unsure_total", map[string]string{"outcome": o}); got != 0 {
+			t.Errorf("unsure %s = %v, want 0", o, got)
+		}
 	}
 }
 

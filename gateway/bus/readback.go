@@ -126,3 +126,63 @@ func ReadLast(ctx context.Context, js jetstream.JetStream, stream string, span t
 	}
 	return read, nil
 }
+
+// FindMsgIDs returns which of ids the messages stream holds on subject,
+// stored between from and to, carry as their Nats-Msg-Id (headers only). It
+// answers "was it stored?" for a message whose PubAck never came, after the
+// duplicate window that could have answered by a re-publish has passed.
+func (b *Bus) FindMsgIDs(ctx context.Context, stream, subject string, from, to time.Time, ids map[string]bool) (map[string]bool, error) {
+	found := map[string]bool{}
+	st, err := b.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("searching %s: %w", stream, err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return nil, fmt.Errorf("searching %s: %w", stream, err)
+	}
+	if info.State.Msgs == 0 {
+		return found, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, HeadersOnly: true,
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("searching %s: %w", stream, err)
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("searching %s: %w", stream, err)
+	}
+	last, pending := info.State.LastSeq, ci.NumPending
+	for seq := uint64(0); seq < last && pending > 0 && len(found) < len(ids); {
+		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("searching %s: %w", stream, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			pending--
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("searching %s: %w", stream, err)
+			}
+			seq = md.Sequence.Stream
+			if md.Timestamp.After(to) {
+				return found, nil // stored after the span: the rest is later still
+			}
+			if id := m.Headers().Get(nats.MsgIdHdr); ids[id] {
+				found[id] = true
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("searching %s: %w", stream, err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return found, nil
+}
