@@ -83,46 +83,15 @@ func ReadLast(ctx context.Context, js jetstream.JetStream, stream string, span t
 	if info.State.Msgs == 0 {
 		return 0, nil
 	}
-	last, from := info.State.LastSeq, info.State.LastTime.Add(-span)
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
-	})
-	if err != nil {
-		return 0, fmt.Errorf("reading back %s: %w", stream, err)
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("reading back %s: %w", stream, err)
-	}
-	read, pending := 0, ci.NumPending // from the start time to the stream's end
-	for seq := uint64(0); seq < last && pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
-		if err != nil {
-			return read, fmt.Errorf("reading back %s: %w", stream, err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			pending--
-			md, err := m.Metadata()
-			if err != nil {
-				return read, fmt.Errorf("reading back %s: %w", stream, err)
-			}
-			seq = md.Sequence.Stream
-			if seq > last {
-				break // stored after the call: not ours to read
-			}
+	read := 0
+	from := info.State.LastTime.Add(-span)
+	err = scan(ctx, st, jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from},
+		info.State.LastSeq, func(m jetstream.Msg, _ *jetstream.MsgMetadata) (bool, error) {
 			read++
-			if err := fn(m.Data()); err != nil {
-				return read, err
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return read, fmt.Errorf("reading back %s: %w", stream, err)
-		}
-		if n == 0 {
-			break // removed meanwhile (max age, a purge): nothing left
-		}
+			return false, fn(m.Data())
+		})
+	if err != nil {
+		return read, fmt.Errorf("reading back %s: %w", stream, err)
 	}
 	return read, nil
 }
@@ -137,29 +106,51 @@ func (b *Bus) FindMsgIDs(ctx context.Context, stream, subject string, from, to t
 	if err != nil {
 		return nil, fmt.Errorf("searching %s: %w", stream, err)
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	info, err := st.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("searching %s: %w", stream, err)
 	}
 	if info.State.Msgs == 0 {
 		return found, nil
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	err = scan(ctx, st, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject}, HeadersOnly: true,
 		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
+	}, info.State.LastSeq, func(m jetstream.Msg, md *jetstream.MsgMetadata) (bool, error) {
+		if md.Timestamp.After(to) {
+			return true, nil // stored after the span: the rest is later still
+		}
+		if id := m.Headers().Get(nats.MsgIdHdr); ids[id] {
+			found[id] = true
+		}
+		return len(found) == len(ids), nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("searching %s: %w", stream, err)
 	}
+	return found, nil
+}
+
+// scan reads st through an ordered consumer made with cfg, in order, up to
+// sequence last (the stream's end when the caller looked), calling fn with
+// each message until it says stop.
+func scan(ctx context.Context, st jetstream.Stream, cfg jetstream.OrderedConsumerConfig, last uint64, fn func(jetstream.Msg, *jetstream.MsgMetadata) (stop bool, err error)) error {
+	cons, err := st.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	ci, err := cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("searching %s: %w", stream, err)
+		return err
 	}
-	last, pending := info.State.LastSeq, ci.NumPending
-	for seq := uint64(0); seq < last && pending > 0 && len(found) < len(ids); {
+	// NumPending: from the start to the stream's end. Fetching no more than
+	// that, a fetch never waits out its MaxWait for messages that are not
+	// there.
+	pending := ci.NumPending
+	for seq := uint64(0); seq < last && pending > 0; {
 		batch, err := cons.Fetch(int(min(pending, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("searching %s: %w", stream, err)
+			return err
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -167,22 +158,21 @@ func (b *Bus) FindMsgIDs(ctx context.Context, stream, subject string, from, to t
 			pending--
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("searching %s: %w", stream, err)
+				return err
 			}
-			seq = md.Sequence.Stream
-			if md.Timestamp.After(to) {
-				return found, nil // stored after the span: the rest is later still
+			if seq = md.Sequence.Stream; seq > last {
+				return nil // stored after the caller looked
 			}
-			if id := m.Headers().Get(nats.MsgIdHdr); ids[id] {
-				found[id] = true
+			if stop, err := fn(m, md); stop || err != nil {
+				return err
 			}
 		}
 		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("searching %s: %w", stream, err)
+			return err
 		}
 		if n == 0 {
-			break
+			return nil // removed meanwhile (max age, a purge): nothing left
 		}
 	}
-	return found, nil
+	return nil
 }
