@@ -148,8 +148,9 @@ func (r *resolver) run() {
 	}
 }
 
-// round publishes every waiting event once more and resolves those the
-// stream answered.
+// round publishes again every waiting event still within the window and
+// resolves those the stream answered; it searches the stream for those past
+// the window whose search time has come.
 func (r *resolver) round() {
 	r.mu.Lock()
 	items := r.queue
