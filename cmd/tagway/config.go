@@ -337,14 +337,20 @@ func (c *serveConfig) finish() error {
 	if err := c.Admin.Validate(); err != nil {
 		return err
 	}
+	windowSet := c.NATS.Events.DuplicateWindow != 0
 	c.NATS.SetDefaults()
 	if err := c.NATS.Validate(); err != nil {
 		return err
 	}
 	// The gateway publishes an unconfirmed event again within the events
 	// stream's window to learn whether it was stored (gateway/unsure.go):
-	// room for two attempts and a margin.
-	if min := 2*(c.NATS.PublishTimeout.D()+time.Second) + time.Second; c.NATS.Events.DuplicateWindow.D() < min {
+	// room for two attempts and a margin. The default grows with a long
+	// publish_timeout; a window set too short is refused.
+	min := 2*(c.NATS.PublishTimeout.D()+time.Second) + time.Second
+	if !windowSet && c.NATS.Events.DuplicateWindow.D() < min {
+		c.NATS.Events.DuplicateWindow = units.Duration(min)
+	}
+	if c.NATS.Events.DuplicateWindow.D() < min {
 		return fmt.Errorf("nats.events.duplicate_window: %v is too short: at least %v (twice nats.publish_timeout plus 3s), so that an unconfirmed publish can be retried within it",
 			c.NATS.Events.DuplicateWindow.D(), min)
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tagway/tagway/gateway"
 )
@@ -174,5 +175,27 @@ func TestCLI(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"bogus"}, &out, &errb, envFunc(nil)); !errors.Is(err, errUsage) {
 		t.Fatalf("unknown command: %v", err)
+	}
+}
+
+// The events stream's window must leave the gateway room to publish an
+// unconfirmed event again (gateway/unsure.go): its default grows with a
+// long publish_timeout, and one set too short is refused (above).
+func TestEventsWindowFollowsPublishTimeout(t *testing.T) {
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"", 30 * time.Second},
+		{"nats: {publish_timeout: 30s}\ndedup: {claim_wait: 40s}\n", 63 * time.Second},
+		{"nats: {publish_timeout: 30s, events: {duplicate_window: 2m}}\ndedup: {claim_wait: 40s}\n", 2 * time.Minute},
+	} {
+		c, err := loadFile(t, tc.yaml, nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := c.NATS.Events.DuplicateWindow.D(); got != tc.want {
+			t.Errorf("%q: nats.events.duplicate_window = %v, want %v", tc.yaml, got, tc.want)
+		}
 	}
 }
