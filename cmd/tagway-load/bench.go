@@ -135,6 +135,9 @@ type Report struct {
 	// the run allocated so far, inuse_space what the server holds.
 	HeapProfile string `json:"heap_profile"`
 	Segments    int    `json:"segments"`
+	// Stages are the parts of the pipeline that ran (--stages): the edge,
+	// and the segments and forward consumers unless left out.
+	Stages []string `json:"stages"`
 	// SinkEvents is how many conversions reached the TikTok sink.
 	SinkEvents int64 `json:"sink_events"`
 	// ServerCopies is how many server events were the copy of a browser
@@ -215,11 +218,18 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		return nil, err
 	}
 	defer sk.stop()
-	extra, nseg, err := pipelineConfig(o.segments, sk.url, o.hold)
+	extra, nseg, err := pipelineConfig(o, sk.url)
 	if err != nil {
 		return nil, err
 	}
 	rep.Segments = nseg
+	rep.Stages = []string{"edge"}
+	if o.segmentsOn {
+		rep.Stages = append(rep.Stages, "segments")
+	}
+	if o.forwardOn {
+		rep.Stages = append(rep.Stages, "forward")
+	}
 	srv, err := startTagway(ctx, o, tmp, extra+"\n"+o.config, log)
 	if err != nil {
 		return nil, err
@@ -291,7 +301,17 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		if err != nil {
 			return nil, fmt.Errorf("watching NATS: %w", err)
 		}
+		if o.trace {
+			tp := filepath.Join(o.out, "trace-"+stamp+".out")
+			if sc.batch == 0 {
+				tp = filepath.Join(o.out, "trace-"+stamp+"-browser.out")
+			}
+			prof.Add(1)
+			go func() { defer prof.Done(); srv.trace(min(o.duration, 20*time.Second), tp) }()
+			fmt.Fprintf(log, "execution trace of the open loop: %s (go tool trace %s)\n", tp, tp)
+		}
 		ol := openLoop(ctx, srv.url, sc, tr, o, rate)
+		prof.Wait()
 		p99, n, lags := w.finish()
 		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags
 		// The heap at the open loop's end, when the backlog is largest.
@@ -662,6 +682,12 @@ func (p *tagwayProc) profile(d time.Duration, path string) {
 	save(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", p.admin, secs), path)
 }
 
+// trace saves an execution trace of the server (goroutines, GC, syscalls,
+// blocking: where a stall's requests waited) from its admin pprof.
+func (p *tagwayProc) trace(d time.Duration, path string) {
+	save(fmt.Sprintf("%s/debug/pprof/trace?seconds=%d", p.admin, max(int(d/time.Second), 1)), path)
+}
+
 // heapProfile saves the server's heap profile (allocations since start,
 // and what is in use) from its admin pprof.
 func (p *tagwayProc) heapProfile(path string) { save(p.admin+"/debug/pprof/heap", path) }
@@ -731,8 +757,8 @@ func printReport(w io.Writer, rep *Report) {
 	for _, k := range keys {
 		fmt.Fprintf(w, "%-55s %5.0f %%\n", k, rep.Ratios[k]*100)
 	}
-	fmt.Fprintf(w, "tagway peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink; %d server events copied a browser purchase\n",
-		rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents, rep.ServerCopies)
+	fmt.Fprintf(w, "tagway (%s) peak RSS %.0f MiB, Badger %.1f MiB; %d segments; %d conversions reached the TikTok sink; %d server events copied a browser purchase\n",
+		strings.Join(rep.Stages, " + "), rep.PeakRSSMiB, rep.BadgerMiB, rep.Segments, rep.SinkEvents, rep.ServerCopies)
 	for _, r := range rep.Results {
 		if r.Target == "tagway" {
 			fmt.Fprintf(w, "%s loop, %s: the consumers caught up %.1f s after it (within --drain: %v)", r.Mode, r.Scenario, r.DrainSeconds, r.Drained)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -46,6 +47,10 @@ type options struct {
 	hold      time.Duration
 	config    string // YAML appended to the bench's tagway config
 	baselines bool
+	// segmentsOn and forwardOn are the consumer stages that run besides
+	// the edge (--stages): with neither, the edge alone is measured.
+	segmentsOn, forwardOn bool
+	trace                 bool // save an execution trace of each open loop
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -65,13 +70,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.hold, "hold", 2*time.Second, "the TikTok destination's hold (how long a conversion waits for its other copy)")
 	fs.StringVar(&o.config, "config", "", "YAML file appended to tagway's bench config: sections it does not set (badger:, dedup:, nats:), to measure a setting")
 	fs.BoolVar(&o.baselines, "baselines", true, "measure the baselines too (without them the report has no ratios)")
-	if err := fs.Parse(args); err != nil {
+	stages := fs.String("stages", "segments,forward", `the consumer stages that run besides the edge: "segments,forward", "segments", "forward", or "none" (the edge alone); runs with fewer show what each stage costs`)
+	fs.BoolVar(&o.trace, "trace", false, "save an execution trace of each open loop's first 20 s (trace-<stamp>[-browser].out, for go tool trace; it slows the server by a few %)")
+	err := fs.Parse(args)
+	if err != nil {
 		return err
 	}
 	switch o.only {
 	case "", "server", "browser":
 	default:
 		return fmt.Errorf(`--only: %q is not "server" or "browser"`, o.only)
+	}
+	if o.segmentsOn, o.forwardOn, err = parseStages(*stages); err != nil {
+		return err
 	}
 	if o.rate < 0 {
 		return fmt.Errorf("--rate: %v is negative", o.rate)
@@ -102,6 +113,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "\nreport: %s\ncpu profiles: %s, %s\nheap profile: %s (go tool pprof -sample_index=alloc_space %s)\n",
 		path, rep.CPUProfile, rep.CPUProfileBrowser, rep.HeapProfile, rep.HeapProfile)
 	return nil
+}
+
+// parseStages reads --stages.
+func parseStages(v string) (segments, forward bool, err error) {
+	if v == "none" {
+		return false, false, nil
+	}
+	for _, s := range strings.Split(v, ",") {
+		switch strings.TrimSpace(s) {
+		case "segments":
+			segments = true
+		case "forward":
+			forward = true
+		default:
+			return false, false, fmt.Errorf(`--stages: %q is not "segments" or "forward" (a list of them, or "none")`, s)
+		}
+	}
+	return segments, forward, nil
 }
 
 var errNoBanner = errors.New("tagway serve printed no banner")

@@ -141,6 +141,50 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 	}
 }
 
+// --stages leaves consumer stages out, so each stage's cost can be read
+// off the difference; --trace saves the open loop's execution trace.
+func TestStagesAndTrace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and drives a real tagway; skipped with -short")
+	}
+	var log bytes.Buffer
+	if err := run(t.Context(), []string{"--stages", "segments,sinks"}, &bytes.Buffer{}, &log); err == nil || !strings.Contains(err.Error(), `--stages: "sinks"`) {
+		t.Fatalf("a bad stage: %v", err)
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tagway")
+	if err := runGo(t, "build", "-o", bin, "../tagway"); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--only", "server", "--stages", "none", "--trace", "--baselines=false", "--rate", "50", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}
+	if err := run(t.Context(), args, &bytes.Buffer{}, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	b, _ := os.ReadFile(files[0])
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(rep.Stages, ",") != "edge" || rep.Segments != 0 || rep.SinkEvents != 0 {
+		t.Fatalf("the edge alone: stages %v, %d segments, %d conversions at the sink", rep.Stages, rep.Segments, rep.SinkEvents)
+	}
+	for _, r := range rep.Results {
+		if r.Mode != "closed" {
+			continue
+		}
+		// Nothing consumes: the events are stored, not delivered, and no
+		// delta or forward message is published.
+		if pe := r.PerEvent; pe == nil || pe.BrokerStoredBy["TW_EVENTS"] < 0.5 || pe.BrokerDelivered != 0 ||
+			pe.BrokerStoredBy["TW_AUDIENCE"] != 0 || pe.BrokerStoredBy["TW_FORWARD"] != 0 {
+			t.Fatalf("the edge alone did this work per event: %+v", pe)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(dir, "trace-"+strings.TrimSuffix(filepath.Base(files[0]), ".json")+".out")); err != nil || st.Size() == 0 {
+		t.Fatalf("execution trace: %v\n%s", err, log.String())
+	}
+}
+
 func runGo(t *testing.T, args ...string) error {
 	t.Helper()
 	cmd := execCommand("go", args...)

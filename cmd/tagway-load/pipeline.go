@@ -27,18 +27,27 @@ import (
 // takes to become a tw.audience delta.
 
 // pipelineConfig is the YAML appended to the bench config: the segments
-// (indented under a `segments:` key in the file) and the destination.
-func pipelineConfig(segmentsFile, sinkURL string, hold time.Duration) (string, int, error) {
-	raw, err := os.ReadFile(segmentsFile)
-	if err != nil {
-		return "", 0, fmt.Errorf("--segments: %w (run from the repository root, or name the file)", err)
+// (indented under a `segments:` key in the file) and the destination, each
+// only if its stage runs (--stages; without segments the gateway runs no
+// segments engine, without a destination forward has nothing to route).
+func pipelineConfig(o options, sinkURL string) (string, int, error) {
+	var yml string
+	nseg := 0
+	if o.segmentsOn {
+		raw, err := os.ReadFile(o.segments)
+		if err != nil {
+			return "", 0, fmt.Errorf("--segments: %w (run from the repository root, or name the file)", err)
+		}
+		yml, nseg = string(raw), strings.Count(string(raw), "name: ")
 	}
-	// The hold is short so conversions flow within a 10 s run (the default
-	// is dedup.merge_window, 5 minutes, during which they wait in JetStream).
-	yml := string(raw) + `destinations:
-  - {name: tiktok, type: tiktok, base_url: "` + sinkURL + `", pixel_code: BENCH, access_token_env: TAGWAY_LOAD_TIKTOK_TOKEN, hold: ` + hold.String() + `}
+	if o.forwardOn {
+		// The hold is short so conversions flow within a 10 s run (the
+		// default is dedup.merge_window, 5 minutes, during which they wait).
+		yml += `destinations:
+  - {name: tiktok, type: tiktok, base_url: "` + sinkURL + `", pixel_code: BENCH, access_token_env: TAGWAY_LOAD_TIKTOK_TOKEN, hold: ` + o.hold.String() + `}
 `
-	return yml, strings.Count(string(raw), "name: "), nil
+	}
+	return yml, nseg, nil
 }
 
 // sink is a stand-in for the TikTok Events API: it answers success in
