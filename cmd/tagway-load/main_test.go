@@ -109,15 +109,7 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	_ = os.WriteFile(good, []byte("badger: {memtable_size: 16MiB}\n"), 0o600)
 	args := []string{"--only", "browser", "--baselines=false", "--rate", "150", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--config", good, "--segments", "../../segments/testdata/examples.yaml"}
-	if err := run(t.Context(), args, &bytes.Buffer{}, &log); err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	b, _ := os.ReadFile(files[0])
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := runReport(t, args, dir, &log)
 	if rep.Config != "badger: {memtable_size: 16MiB}\n" {
 		t.Fatalf("report's config: %q", rep.Config)
 	}
@@ -157,15 +149,7 @@ func TestStagesAndTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"--only", "server", "--stages", "none", "--trace", "--baselines=false", "--rate", "50", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}
-	if err := run(t.Context(), args, &bytes.Buffer{}, &log); err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	b, _ := os.ReadFile(files[0])
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, report := runReport(t, args, dir, &log)
 	if strings.Join(rep.Stages, ",") != "edge" || rep.Segments != 0 || rep.SinkEvents != 0 {
 		t.Fatalf("the edge alone: stages %v, %d segments, %d conversions at the sink", rep.Stages, rep.Segments, rep.SinkEvents)
 	}
@@ -180,9 +164,28 @@ func TestStagesAndTrace(t *testing.T) {
 			t.Fatalf("the edge alone did this work per event: %+v", pe)
 		}
 	}
-	if st, err := os.Stat(filepath.Join(dir, "trace-"+strings.TrimSuffix(filepath.Base(files[0]), ".json")+".out")); err != nil || st.Size() == 0 {
+	if st, err := os.Stat(filepath.Join(dir, "trace-"+strings.TrimSuffix(filepath.Base(report), ".json")+".out")); err != nil || st.Size() == 0 {
 		t.Fatalf("execution trace: %v\n%s", err, log.String())
 	}
+}
+
+// runReport runs tagway-load with args (whose --out is dir) and returns
+// the report it wrote and the report's path.
+func runReport(t *testing.T, args []string, dir string, log *bytes.Buffer) (Report, string) {
+	t.Helper()
+	if err := run(t.Context(), args, &bytes.Buffer{}, log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("reports: %v", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	var rep Report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep, files[0]
 }
 
 func runGo(t *testing.T, args ...string) error {
