@@ -8,11 +8,13 @@
 package kv
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,8 +169,9 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	opts := badger.DefaultOptions(dir).
+		// Not WithLoggingLevel: it replaces the logger with Badger's own
+		// (plain text on stderr). The level is the slog handler's.
 		WithLogger(badgerLogger{log.With("component", "badger")}).
-		WithLoggingLevel(badger.WARNING).
 		WithMemTableSize(int64(cfg.MemTableSize)).
 		WithNumMemtables(cfg.NumMemtables).
 		WithBlockCacheSize(int64(cfg.BlockCache)).
@@ -251,12 +254,20 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
+// badgerLogger writes Badger's messages to slog: errors and warnings as
+// such, its info and debug messages (table flushes, compactions) at debug.
 type badgerLogger struct{ l *slog.Logger }
 
-func (b badgerLogger) Errorf(f string, a ...any)   { b.l.Error(fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Warningf(f string, a ...any) { b.l.Warn(fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Infof(f string, a ...any)    { b.l.Debug(fmt.Sprintf(f, a...)) }
-func (b badgerLogger) Debugf(f string, a ...any)   { b.l.Debug(fmt.Sprintf(f, a...)) }
+func (b badgerLogger) Errorf(f string, a ...any)   { b.log(slog.LevelError, f, a) }
+func (b badgerLogger) Warningf(f string, a ...any) { b.log(slog.LevelWarn, f, a) }
+func (b badgerLogger) Infof(f string, a ...any)    { b.log(slog.LevelDebug, f, a) }
+func (b badgerLogger) Debugf(f string, a ...any)   { b.log(slog.LevelDebug, f, a) }
+
+func (b badgerLogger) log(level slog.Level, f string, a []any) {
+	if ctx := context.Background(); b.l.Enabled(ctx, level) {
+		b.l.Log(ctx, level, strings.TrimSpace(fmt.Sprintf(f, a...)))
+	}
+}
 
 // GetIn calls fn with key's value in txn; found is false, and fn is not
 // called, when the key is absent. v is valid only inside fn.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -342,5 +343,32 @@ func TestMetricsCountBytesWritten(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("compaction bytes did not grow with seven level-0 tables")
 		}
+	}
+}
+
+// Badger's own messages reach the store's slog logger (with its level), not
+// Badger's default logger on stderr.
+func TestBadgerLogsThroughSlog(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	s, err := Open(t.TempDir(), Config{}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Badger reports at open how many tables it opened (an info message).
+	if !strings.Contains(buf.String(), "component=badger") || !strings.Contains(buf.String(), "tables opened") {
+		t.Fatalf("no Badger message in the slog output:\n%s", buf.String())
+	}
+	buf.Reset()
+	quiet := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if s, err = Open(t.TempDir(), Config{}, quiet); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if buf.Len() != 0 {
+		t.Fatalf("info messages logged at level warn:\n%s", buf.String())
 	}
 }
