@@ -40,9 +40,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -199,13 +196,11 @@ type head struct {
 
 // Log is the audit log.
 type Log struct {
-	db  *badger.DB
-	mu  sync.Mutex // serialises appends and pruning
-	now func() time.Time
-
-	qmu   sync.Mutex // guards queue
-	queue []*appendReq
-	txns  atomic.Int64 // transactions commitGroup ran (tests)
+	db *badger.DB
+	// group commits concurrent appends in one transaction; its Exclusive
+	// keeps them out of an erasure or a prune.
+	group *kv.Group
+	now   func() time.Time
 }
 
 // New opens the log on db. now may be nil (time.Now).
@@ -213,7 +208,7 @@ func New(db *badger.DB, now func() time.Time) *Log {
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{db: db, now: now}
+	return &Log{db: db, group: kv.NewGroup(db, maxGroup), now: now}
 }
 
 func getJSON(txn *badger.Txn, key []byte, v any) (bool, error) {
@@ -228,73 +223,28 @@ func (l *Log) Append(recs ...*Record) error { return l.AppendTx(nil, recs...) }
 // transaction: both land or neither does.
 //
 // The chain makes appends sequential, so concurrent callers are committed
-// together (group commit): whoever holds the writer lock takes every
-// append queued behind it, up to maxGroup, into one Badger transaction.
-// The load test's beacon profile showed the server idle at ~4 k requests/s
-// with requests queued on this lock, one Badger commit round trip each. A
-// group that fails is retried one append at a time, so one caller's bad
-// write fails only that caller.
+// together (group commit, kv.Group): the load test's beacon profile showed
+// the server idle at ~4 k requests/s with requests queued on the log's
+// lock, one Badger commit round trip each. A group that fails is retried
+// one append at a time, so one caller's bad write fails only that caller.
 func (l *Log) AppendTx(extra func(txn *badger.Txn) error, recs ...*Record) error {
-	req := &appendReq{extra: extra, recs: recs, done: make(chan error, 1), refs: make([]string, len(recs))}
+	req := &appendReq{extra: extra, recs: recs, refs: make([]string, len(recs))}
 	for i, r := range recs {
 		req.refs[i] = r.ProfileRef
 	}
-	l.qmu.Lock()
-	l.queue = append(l.queue, req)
-	l.qmu.Unlock()
-	for {
-		l.mu.Lock()
-		select {
-		case err := <-req.done: // committed by the holder before us
-			l.mu.Unlock()
-			return err
-		default:
-		}
-		l.qmu.Lock()
-		n := min(len(l.queue), maxGroup)
-		group := slices.Clone(l.queue[:n])
-		l.queue = append(l.queue[:0], l.queue[n:]...)
-		l.qmu.Unlock()
-		l.commitGroup(group)
-		l.mu.Unlock()
-	}
+	return l.group.Update(1, func(txn *badger.Txn) error { return l.appendIn(txn, req) })
 }
 
-// appendReq is one AppendTx waiting for its group.
+// appendReq is one AppendTx's records and extra writes.
 type appendReq struct {
 	extra func(txn *badger.Txn) error
 	recs  []*Record
 	refs  []string // the records' ProfileRef as given: a failed try's must not stay
-	done  chan error
 }
 
 // maxGroup bounds the appends in one transaction (Badger limits a
 // transaction's size).
 const maxGroup = 128
-
-// commitGroup commits the group in one transaction, or, when that fails
-// and there is more than one, each alone. Called with mu held.
-func (l *Log) commitGroup(group []*appendReq) {
-	l.txns.Add(1)
-	err := l.db.Update(func(txn *badger.Txn) error {
-		for _, r := range group {
-			if err := l.appendIn(txn, r); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err == nil || len(group) == 1 {
-		for _, r := range group {
-			r.done <- err
-		}
-		return
-	}
-	for _, r := range group {
-		l.txns.Add(1)
-		r.done <- l.db.Update(func(txn *badger.Txn) error { return l.appendIn(txn, r) })
-	}
-}
 
 // appendIn writes one append's extra writes and records, chained to the
 // head as the transaction sees it.
@@ -452,29 +402,29 @@ func (l *Log) Scan(since, until time.Time, fn func(*Record) error) error {
 // log held nothing for the profile (nothing is appended then).
 func (l *Log) Erase(site, profile string) (bool, error) {
 	var ref string
-	// Under mu, as appends commit: the store does not detect conflicts
-	// (kv.Open), so an append must not interleave with the deletion.
-	l.mu.Lock()
-	err := l.db.Update(func(txn *badger.Txn) error {
-		var err error
-		if ref, err = profileRef(txn, site, profile, false); err != nil || ref == "" {
-			return err
-		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: indexPrefix(ref)})
-		var keys [][]byte
-		for it.Rewind(); it.Valid(); it.Next() {
-			keys = append(keys, it.Item().KeyCopy(nil))
-		}
-		it.Close()
-		keys = append(keys, secretKey(site, profile), refKey(ref))
-		for _, k := range keys {
-			if err := txn.Delete(k); err != nil {
+	// Exclusive of appends: the store does not detect conflicts (kv.Open),
+	// so an append must not interleave with the deletion.
+	err := l.group.Exclusive(func() error {
+		return l.db.Update(func(txn *badger.Txn) error {
+			var err error
+			if ref, err = profileRef(txn, site, profile, false); err != nil || ref == "" {
 				return err
 			}
-		}
-		return nil
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: indexPrefix(ref)})
+			var keys [][]byte
+			for it.Rewind(); it.Valid(); it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			it.Close()
+			keys = append(keys, secretKey(site, profile), refKey(ref))
+			for _, k := range keys {
+				if err := txn.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	})
-	l.mu.Unlock()
 	if err != nil || ref == "" {
 		return false, err
 	}
@@ -509,9 +459,16 @@ func (l *Log) Last(kind string) (*Record, error) {
 // Prune deletes records older than before (and their index entries) and
 // moves the checkpoint to the first record kept, so Verify still checks the
 // rest. The newest record is always kept. It returns how many it deleted.
-func (l *Log) Prune(before time.Time) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+func (l *Log) Prune(before time.Time) (n int, err error) {
+	err = l.group.Exclusive(func() error {
+		n, err = l.prune(before)
+		return err
+	})
+	return n, err
+}
+
+// prune is Prune, run exclusive of appends.
+func (l *Log) prune(before time.Time) (int, error) {
 	var victims []Record
 	var keep *Record
 	err := l.db.View(func(txn *badger.Txn) error {

@@ -306,10 +306,10 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 	if want := each - countFailed(failed[3*each:4*each]); perProfile != want {
 		t.Fatalf("profile a:p3: %d records, want %d", perProfile, want)
 	}
-	if txns := l.txns.Load(); txns >= callers*each {
+	if txns := l.group.Txns(); txns >= callers*each {
 		t.Fatalf("%d transactions for %d appends: no group commit", txns, callers*each)
 	}
-	t.Logf("%d appends in %d transactions", callers*each, l.txns.Load())
+	t.Logf("%d appends in %d transactions", callers*each, l.group.Txns())
 }
 
 func countFailed(f []bool) int {

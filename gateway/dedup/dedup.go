@@ -135,7 +135,9 @@ var ErrClaimWait = errors.New("dedup: waiting for a concurrent copy timed out")
 type Store struct {
 	cfg Config
 	db  *badger.DB
-	hot *lru.Cache[string, *record]
+	// group commits concurrent requests' records together.
+	group *kv.Group
+	hot   *lru.Cache[string, *record]
 	// links holds every link key written (a Bloom filter): Profile skips
 	// Badger for identifiers never linked.
 	links  *kv.Filter
@@ -171,6 +173,11 @@ type record struct {
 	Device bool `json:"d,omitempty"`
 }
 
+// groupEntries bounds the records and links one Badger transaction writes
+// for concurrent requests (about 130 bytes each: well within Badger's limit
+// of 15 % of a memtable, 1.2MiB with the smallest allowed).
+const groupEntries = 2048
+
 // New returns a Store on db. now may be nil (time.Now); reg may be nil.
 func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.Time, log *slog.Logger) (*Store, error) {
 	cfg.SetDefaults()
@@ -198,7 +205,7 @@ func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.T
 	if err != nil {
 		return nil, fmt.Errorf("dedup: %w", err)
 	}
-	s := &Store{cfg: cfg, db: db, hot: hot, links: links, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
+	s := &Store{cfg: cfg, db: db, group: kv.NewGroup(db, groupEntries), hot: hot, links: links, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
 	for i := range s.shards {
 		s.shards[i].pending = map[string]*claim{}
 	}
@@ -229,7 +236,14 @@ type Batch struct {
 	s      *Store
 	seen   map[string]event.Source
 	claims []*Verdict
-	writes []*badger.Entry
+	writes []write
+}
+
+// write is a record or link to store (as an entry made afresh for each
+// try: see kv.Group).
+type write struct {
+	key, val []byte
+	ttl      time.Duration
 }
 
 // CheckAll checks a request's events (nil entries are skipped) and returns
@@ -483,7 +497,7 @@ func (b *Batch) Settle(v *Verdict, stored bool) {
 		for kind, value := range v.Link.Aliases {
 			k := linkKey(v.Link.Site, kind, value)
 			s.links.Add(k)
-			b.writes = append(b.writes, badger.NewEntry(k, []byte(v.Link.Profile)).WithTTL(ttl))
+			b.writes = append(b.writes, write{k, []byte(v.Link.Profile), ttl})
 		}
 		s.m.links.Inc()
 		v.rec = nil
@@ -529,12 +543,13 @@ func (b *Batch) queueRecord(key string, rec *record) {
 	if ttl < time.Second {
 		ttl = time.Second
 	}
-	b.writes = append(b.writes, badger.NewEntry([]byte(key), val).WithTTL(ttl))
+	b.writes = append(b.writes, write{[]byte(key), val, ttl})
 }
 
-// Finish writes the batch's records to Badger in one write batch, then
-// resolves its claims: stored keys enter the LRU, the others are released.
-// A claim never settled counts as not stored. Call it exactly once.
+// Finish writes the batch's records to Badger (in one transaction with
+// other requests' records: kv.Group), then resolves its claims: stored keys
+// enter the LRU, the others are released. A claim never settled counts as
+// not stored. Call it exactly once.
 func (b *Batch) Finish() error {
 	var err error
 	if len(b.writes) > 0 {
@@ -563,15 +578,15 @@ func (b *Batch) Finish() error {
 }
 
 func (b *Batch) write() error {
-	wb := b.s.db.NewWriteBatch()
-	defer wb.Cancel()
-	for _, e := range b.writes {
-		if err := wb.SetEntry(e); err != nil {
-			b.s.m.storeErrors.Inc()
-			return fmt.Errorf("dedup: writing badger: %w", err)
+	err := b.s.group.Update(len(b.writes), func(txn *badger.Txn) error {
+		for _, w := range b.writes {
+			if err := txn.SetEntry(badger.NewEntry(w.key, w.val).WithTTL(w.ttl)); err != nil {
+				return err
+			}
 		}
-	}
-	if err := wb.Flush(); err != nil {
+		return nil
+	})
+	if err != nil {
 		b.s.m.storeErrors.Inc()
 		return fmt.Errorf("dedup: writing badger: %w", err)
 	}

@@ -153,6 +153,45 @@ func TestSurvivesReopen(t *testing.T) {
 	}
 }
 
+// Concurrent requests' records are written together (kv.Group), and every
+// one of them is in Badger afterwards.
+func TestConcurrentRecordsAreGroupedAndStored(t *testing.T) {
+	dir := t.TempDir()
+	now := func() time.Time { return t0 }
+	s, db := openStore(t, dir, Config{}, now)
+	const n = 400
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			b := s.Begin()
+			e := env(event.SourceServer, fmt.Sprint("g", i))
+			v, err := b.Check(context.Background(), e)
+			if err != nil || v.Kind != First {
+				t.Errorf("%d: %+v %v", i, v, err)
+				return
+			}
+			b.Settle(v, true)
+			if err := b.Finish(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if txns := s.group.Txns(); txns >= n {
+		t.Errorf("%d requests' records in %d transactions: none grouped", n, txns)
+	} else {
+		t.Logf("%d requests' records in %d transactions", n, txns)
+	}
+	db.Close()
+	s, db = openStore(t, dir, Config{}, now) // cold LRU: Badger answers
+	defer db.Close()
+	for i := range n {
+		if v := check(t, s, env(event.SourceServer, fmt.Sprint("g", i)), true); v.Kind != Duplicate {
+			t.Fatalf("g%d after reopen: %+v, want a duplicate", i, v)
+		}
+	}
+}
+
 func TestUnkeyed(t *testing.T) {
 	s, db := openStore(t, t.TempDir(), Config{}, nil)
 	defer db.Close()
