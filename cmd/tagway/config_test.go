@@ -186,7 +186,7 @@ func TestEventsWindowFollowsPublishTimeout(t *testing.T) {
 		yaml string
 		want time.Duration
 	}{
-		{"", 30 * time.Second},
+		{"", 15 * time.Second},
 		{"nats: {publish_timeout: 30s}\ndedup: {claim_wait: 40s}\n", 63 * time.Second},
 		{"nats: {publish_timeout: 30s, events: {duplicate_window: 2m}}\ndedup: {claim_wait: 40s}\n", 2 * time.Minute},
 	} {

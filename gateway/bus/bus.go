@@ -90,8 +90,10 @@ type StreamConfig struct {
 	// Replicas is the stream's replication factor (3 on a cluster). Default 1.
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow is JetStream's own Nats-Msg-Id window: a guard against
-	// publish retries, not the 48 h dedup horizon. Default 30s. The broker
-	// keeps ~180 bytes of memory per message inside it.
+	// publish retries, not the 48 h dedup horizon. Default 15s. The broker
+	// keeps ~180 bytes of memory per message inside it, and every GC cycle
+	// marks them: at the edge's peak, 15 s instead of 30 s took 10–20 % off
+	// the server's CPU per event (two interleaved 30 s runs).
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -116,7 +118,7 @@ func (s *StreamConfig) setDefaults(maxAge time.Duration) {
 		s.Replicas = 1
 	}
 	if s.DuplicateWindow == 0 {
-		s.DuplicateWindow = units.Duration(30 * time.Second)
+		s.DuplicateWindow = units.Duration(15 * time.Second)
 	}
 }
 

@@ -109,7 +109,7 @@ func TestConfigValidate(t *testing.T) {
 	}
 	var c bus.Config
 	c.SetDefaults()
-	if err := c.Validate(); err != nil || c.PublishTimeout.D() != 5*time.Second || c.Events.MaxAge.D() != 7*24*time.Hour || c.Events.DuplicateWindow.D() != 30*time.Second {
+	if err := c.Validate(); err != nil || c.PublishTimeout.D() != 5*time.Second || c.Events.MaxAge.D() != 7*24*time.Hour || c.Events.DuplicateWindow.D() != 15*time.Second {
 		t.Fatalf("defaults: %+v %v", c, err)
 	}
 }
