@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/tagway/tagway/gateway/event"
 )
 
 // stored reads key from Badger (nil when absent).
@@ -45,7 +47,8 @@ func commitNow(t *testing.T, r *rig) {
 // leaves it as stored, and an erasure takes them out.
 func TestCacheHoldsWhatWasStored(t *testing.T) {
 	r := newRig(t, "commit: 1m\n"+cartRules) // commits are the test's
-	sk, ak := stateKey("shop", "a:c1"), aliasKey("shop", aliasAnon, "c1")
+	// The email's alias key (the anon id's is implied by the profile id).
+	sk, ak := stateKey("shop", "a:c1"), aliasKey("shop", aliasEmail, "m1")
 	same := func(when string) {
 		t.Helper()
 		r.e.mu.Lock()
@@ -61,13 +64,13 @@ func TestCacheHoldsWhatWasStored(t *testing.T) {
 			t.Fatalf("%s: %d states, %d aliases left in memory after the commit", when, len(r.e.mem), len(r.e.aliasMem))
 		}
 	}
-	r.send(ev{name: "AddToCart", anon: "c1"})
+	r.send(ev{name: "AddToCart", anon: "c1", email: "m1"})
 	commitNow(t, r)
 	same("after the first commit")
 	first := stored(t, r, sk)
 
 	cache, store := counterValue(r.e.m.loadCache), counterValue(r.e.m.loadStore)
-	r.send(ev{name: "AddToCart", anon: "c1", props: `{"value": 5}`})
+	r.send(ev{name: "AddToCart", anon: "c1", email: "m1", props: `{"value": 5}`})
 	if c, s := counterValue(r.e.m.loadCache)-cache, counterValue(r.e.m.loadStore)-store; c != 1 || s != 0 {
 		t.Fatalf("the second event's load: %v from the cache, %v from Badger; want 1, 0", c, s)
 	}
@@ -135,10 +138,12 @@ func TestCacheSizeConfig(t *testing.T) {
 	}
 }
 
-// A profile's own id has no alias key: its state answers for it, after a
+// A profile's own id has no alias key, nor has the identifier the id was
+// made from (the anon id of "a:…"): its state answers for them, after a
 // restart too (the filter is loaded from the state keys), for lookups that
-// have nothing but the profile id (Explain, Erase, consent changes, links).
-// A key stored by an earlier version still answers and is erased.
+// have nothing but the profile id (Explain, Erase, consent changes, links)
+// or that identifier (a later event with it and more). A key stored by an
+// earlier version still answers and is erased.
 func TestOwnProfileIDHasNoAliasKey(t *testing.T) {
 	r := newRig(t, cartRules)
 	r.send(ev{name: "AddToCart", anon: "o1"}, ev{name: "AddToCart", anon: "o2"})
@@ -147,8 +152,17 @@ func TestOwnProfileIDHasNoAliasKey(t *testing.T) {
 		if v := stored(t, r, aliasKey("shop", aliasProfile, id)); v != nil {
 			t.Fatalf("%s: own-id alias key stored (%q)", id, v)
 		}
-		if stored(t, r, stateKey("shop", id)) == nil || stored(t, r, aliasKey("shop", aliasAnon, id[2:])) == nil {
-			t.Fatalf("%s: state or anon alias not stored", id)
+		if v := stored(t, r, aliasKey("shop", aliasAnon, id[2:])); v != nil {
+			t.Fatalf("%s: the anon id's alias key stored (%q): the profile id implies it", id, v)
+		}
+		if stored(t, r, stateKey("shop", id)) == nil {
+			t.Fatalf("%s: state not stored", id)
+		}
+		r.e.mu.Lock()
+		p, err := r.e.lookupAlias("shop", aliasAnon, id[2:])
+		r.e.mu.Unlock()
+		if err != nil || p != id {
+			t.Fatalf("the anon id of %s names %q, %v", id, p, err)
 		}
 	}
 	// What a version before 2026-12-04 wrote for o2.
@@ -199,5 +213,43 @@ func TestOwnProfileIDHasNoAliasKey(t *testing.T) {
 	r.e.mu.Unlock()
 	if err != nil || st == nil || len(st.streams) != 1 {
 		t.Fatalf("a:o1 back: %+v, %v", st, err)
+	}
+}
+
+// The identifier a profile id was made from has no alias key, yet a later
+// event that carries it with a stronger identifier (an anon id, whose
+// profile id would win) finds that profile, after a restart too: the event
+// joins it instead of starting a profile of its own.
+func TestImpliedAliasFindsItsProfile(t *testing.T) {
+	r := newRig(t, cartRules)
+	email := sha("implied@example.com")
+	emailProfile := event.ProfileID(&event.User{EmailSHA256: email})
+	r.send(ev{name: "AddToCart", email: email})
+	commitNow(t, r)
+	if v := stored(t, r, aliasKey("shop", aliasEmail, email)); v != nil {
+		t.Fatalf("the email's alias key stored (%q): the profile id implies it", v)
+	}
+	r.restart()
+	r.send(ev{name: "AddToCart", anon: "q1", email: email})
+	commitNow(t, r)
+	if stored(t, r, stateKey("shop", "a:q1")) != nil {
+		t.Fatal("the event with the anon id started a profile of its own")
+	}
+	r.e.mu.Lock()
+	r.e.cache.Reset() // the stored index, not the cache
+	st, err := r.e.resolveOnly("shop", emailProfile)
+	anon, err2 := r.e.lookupAlias("shop", aliasAnon, "q1")
+	r.e.mu.Unlock()
+	if err != nil || err2 != nil || st == nil || anon != emailProfile {
+		t.Fatalf("anon q1 → %q (%v); %s: %+v (%v)", anon, err2, emailProfile, st, err)
+	}
+	n := uint32(0)
+	for _, es := range st.streams {
+		for _, x := range es {
+			n += x.count
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%s counts %d cart events, want both: %+v", emailProfile, n, st.streams)
 	}
 }

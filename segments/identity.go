@@ -182,7 +182,32 @@ func (e *Engine) lookupAlias(site, kind, v string) (string, error) {
 	if kind == aliasProfile {
 		return e.ownProfile(site, v)
 	}
+	if p := impliedProfile(kind, v); p != "" {
+		// No key: the identifier may name the profile it created (setAlias
+		// writes no key for that), or where that profile was merged.
+		return e.lookupAlias(site, aliasProfile, p)
+	}
 	return "", nil
+}
+
+// impliedProfile is the profile id an identifier gives a profile it
+// creates on its own (event.ProfileID of a user with only that
+// identifier): "a:<anon id>", "x:…", "e:…", "p:…".
+func impliedProfile(kind, v string) string {
+	var u event.User
+	switch kind {
+	case aliasAnon:
+		u.AnonID = v
+	case aliasExtID:
+		u.ExternalIDSHA256 = v
+	case aliasEmail:
+		u.EmailSHA256 = v
+	case aliasPhone:
+		u.PhoneSHA256 = v
+	default:
+		return ""
+	}
+	return event.ProfileID(&u)
 }
 
 // ownProfile returns id when a state is stored, or being built, under it.
@@ -206,13 +231,16 @@ func (e *Engine) ownProfile(site, id string) (string, error) {
 // setAlias indexes alias kind+v to s. A profile's own id is only listed in
 // s.aliases (hasAliases, erasure), with no key: one Badger entry less per
 // new profile (a third of a server profile's alias entries), found by
-// ownProfile instead.
+// ownProfile instead. So is the identifier the profile's id was made from
+// (the external id of "x:…"; lookupAlias finds it by impliedProfile): a
+// server profile with an email and an external id wrote three keys, then
+// two, now one.
 func (e *Engine) setAlias(s *state, kind, v string) {
 	a := kind + v
 	if !slices.Contains(s.aliases, a) && len(s.aliases) < maxAliases {
 		s.aliases = append(s.aliases, a)
 	}
-	if kind == aliasProfile && v == s.id {
+	if kind == aliasProfile && v == s.id || impliedProfile(kind, v) == s.id {
 		return
 	}
 	k := aliasKey(s.site, kind, v)
