@@ -23,19 +23,7 @@ func TestLoadSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, log bytes.Buffer
-	err := run(t.Context(), []string{"--duration", "400ms", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}, &out, &log)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log.String())
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
-	if len(files) != 1 {
-		t.Fatalf("reports: %v", files)
-	}
-	b, _ := os.ReadFile(files[0])
-	var rep Report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep, _ := runReport(t, []string{"--duration", "400ms", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}, dir, &out, &log)
 	tagway := 0
 	for _, r := range rep.Results {
 		if r.Events == 0 || len(r.Errors) != 0 || r.P99ms <= 0 {
@@ -109,7 +97,7 @@ func TestRateFixesTheOpenLoop(t *testing.T) {
 	good := filepath.Join(dir, "good.yaml")
 	_ = os.WriteFile(good, []byte("badger: {memtable_size: 16MiB}\n"), 0o600)
 	args := []string{"--only", "browser", "--baselines=false", "--rate", "150", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--config", good, "--segments", "../../segments/testdata/examples.yaml"}
-	rep, _ := runReport(t, args, dir, &log)
+	rep, _ := runReport(t, args, dir, &bytes.Buffer{}, &log)
 	if rep.Config != "badger: {memtable_size: 16MiB}\n" {
 		t.Fatalf("report's config: %q", rep.Config)
 	}
@@ -149,7 +137,7 @@ func TestStagesAndTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"--only", "server", "--stages", "none", "--trace", "--baselines=false", "--rate", "50", "--duration", "1s", "--conns", "4", "--profiles", "1000", "--out", dir, "--bin", bin, "--segments", "../../segments/testdata/examples.yaml"}
-	rep, report := runReport(t, args, dir, &log)
+	rep, report := runReport(t, args, dir, &bytes.Buffer{}, &log)
 	if strings.Join(rep.Stages, ",") != "edge" || rep.Segments != 0 || rep.SinkEvents != 0 {
 		t.Fatalf("the edge alone: stages %v, %d segments, %d conversions at the sink", rep.Stages, rep.Segments, rep.SinkEvents)
 	}
@@ -169,11 +157,11 @@ func TestStagesAndTrace(t *testing.T) {
 	}
 }
 
-// runReport runs tagway-load with args (whose --out is dir) and returns
-// the report it wrote and the report's path.
-func runReport(t *testing.T, args []string, dir string, log *bytes.Buffer) (Report, string) {
+// runReport runs tagway-load with args (whose --out is dir), its output to
+// out, and returns the report it wrote and the report's path.
+func runReport(t *testing.T, args []string, dir string, out, log *bytes.Buffer) (Report, string) {
 	t.Helper()
-	if err := run(t.Context(), args, &bytes.Buffer{}, log); err != nil {
+	if err := run(t.Context(), args, out, log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))

@@ -56,16 +56,7 @@ func TestGroupFailureIsTheCallersOwn(t *testing.T) {
 	g := NewGroup(db, 64)
 	bad := errors.New("bad update")
 	// Hold the commit lock so that every update below queues into one group.
-	release := make(chan struct{})
-	held := make(chan struct{})
-	go func() {
-		_ = g.Exclusive(func() error {
-			close(held)
-			<-release
-			return nil
-		})
-	}()
-	<-held
+	release := hold(g)
 	const n = 10
 	errs := make([]error, n)
 	runs := make([]int, n)
@@ -105,15 +96,7 @@ func TestGroupFailureIsTheCallersOwn(t *testing.T) {
 func TestGroupWeight(t *testing.T) {
 	db := openTest(t).DB()
 	g := NewGroup(db, 10)
-	release, held := make(chan struct{}), make(chan struct{})
-	go func() {
-		_ = g.Exclusive(func() error {
-			close(held)
-			<-release
-			return nil
-		})
-	}()
-	<-held
+	release := hold(g)
 	var wg sync.WaitGroup
 	for i, w := range []int{4, 4, 4, 4, 4, 4, 11} {
 		wg.Go(func() {
@@ -159,6 +142,21 @@ func TestGroupExclusive(t *testing.T) {
 	if _, ok := get(t, db, "x"); !ok {
 		t.Fatal("update not committed after Exclusive")
 	}
+}
+
+// hold takes the group's commit lock until the returned channel is closed,
+// so that updates queue meanwhile.
+func hold(g *Group) chan struct{} {
+	release, held := make(chan struct{}), make(chan struct{})
+	go func() {
+		_ = g.Exclusive(func() error {
+			close(held)
+			<-release
+			return nil
+		})
+	}()
+	<-held
+	return release
 }
 
 func waitQueued(t *testing.T, g *Group, n int) {
