@@ -3,6 +3,7 @@ package kv
 import (
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"sync"
 	"time"
 
@@ -30,63 +31,119 @@ import (
 // A Filter is safe for concurrent use: it is filterShards filters, each
 // with its own lock, a key going to one by its hash. (One lock was
 // contended: a load run's goroutine dumps had requests queued on it.)
+//
+// A key is hashed once (maphash, 64 bits) whatever the length of the chain:
+// the top bits pick the shard, and each filter of the chain derives its
+// probes from the same hash (double hashing, Kirsch and Mitzenmacher).
 type Filter struct {
 	seed   maphash.Seed
 	shards [filterShards]filterShard
 }
 
-const filterShards = 16
+const (
+	filterShards = 16
+	shardBits    = 4 // log2(filterShards): the hash's top bits pick the shard
+)
 
 type filterShard struct {
 	mu    sync.RWMutex
-	fs    []*bloom.BloomFilter
+	fs    []*bloomBits
 	room  uint    // keys the newest filter takes before the next one is chained
 	tight float64 // the newest filter's rate
 	added uint
 	_     [24]byte // its own cache lines
 }
 
+// bloomBits is one Bloom filter: m bits probed k times per key.
+type bloomBits struct {
+	words []uint64
+	m     uint64
+	k     uint
+	keys  uint // capacity it was sized for
+}
+
+func newBloomBits(n uint, fp float64) *bloomBits {
+	m, k := bloom.EstimateParameters(n, fp)
+	m = max(m, 64)
+	return &bloomBits{words: make([]uint64, (m+63)/64), m: uint64(m), k: k, keys: n}
+}
+
+// probes derives a filter's probe sequence from a key's hash: h1 + i·h2
+// (mod m), with h2 odd and mixed from the whole hash.
+func probes(h uint64) (h1, h2 uint64) {
+	return h, (bits.RotateLeft64(h, 32)*0x9e3779b97f4a7c15 | 1)
+}
+
+func (b *bloomBits) add(h uint64) {
+	h1, h2 := probes(h)
+	for i := uint(0); i < b.k; i++ {
+		loc := h1 % b.m
+		b.words[loc>>6] |= 1 << (loc & 63)
+		h1 += h2
+	}
+}
+
+func (b *bloomBits) test(h uint64) bool {
+	h1, h2 := probes(h)
+	for i := uint(0); i < b.k; i++ {
+		loc := h1 % b.m
+		if b.words[loc>>6]&(1<<(loc&63)) == 0 {
+			return false
+		}
+		h1 += h2
+	}
+	return true
+}
+
 // NewFilter makes an empty filter for about capacity keys at false-positive
 // rate fp (e.g. 0.01).
 func NewFilter(capacity uint, fp float64) *Filter {
-	per := max(capacity/filterShards, 1024)
-	f := &Filter{seed: maphash.MakeSeed()}
+	return newFilter(maphash.MakeSeed(), capacity, fp)
+}
+
+func newFilter(seed maphash.Seed, capacity uint, fp float64) *Filter {
+	// Keys do not split evenly between shards: 1/16 more room, so a
+	// filter filled to its capacity does not chain a second filter in
+	// half its shards (which doubled their memory).
+	per := max(capacity/filterShards*17/16, 1024)
+	f := &Filter{seed: seed}
 	for i := range f.shards {
-		f.shards[i] = filterShard{fs: []*bloom.BloomFilter{bloom.NewWithEstimates(per, fp)}, room: per, tight: fp}
+		f.shards[i] = filterShard{fs: []*bloomBits{newBloomBits(per, fp)}, room: per, tight: fp}
 	}
 	return f
 }
 
-func (f *Filter) shard(key []byte) *filterShard {
-	return &f.shards[maphash.Bytes(f.seed, key)%filterShards]
-}
+func (f *Filter) hash(key []byte) uint64 { return maphash.Bytes(f.seed, key) }
 
 // Add records that key may exist.
-func (f *Filter) Add(key []byte) {
-	sh := f.shard(key)
+func (f *Filter) Add(key []byte) { f.addHash(f.hash(key)) }
+
+func (f *Filter) addHash(h uint64) {
+	sh := &f.shards[h>>(64-shardBits)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.room == 0 {
 		// Twice the keys at half the rate: the chain's rate stays
 		// below 2 fp however far it grows (a scalable Bloom filter).
 		sh.tight /= 2
-		last := sh.fs[len(sh.fs)-1]
-		n := 2 * uint(float64(last.Cap())/bitsPerKey(2*sh.tight))
-		sh.fs = append(sh.fs, bloom.NewWithEstimates(n, sh.tight))
+		n := 2 * sh.fs[len(sh.fs)-1].keys
+		sh.fs = append(sh.fs, newBloomBits(n, sh.tight))
 		sh.room = n
 	}
-	sh.fs[len(sh.fs)-1].Add(key)
+	sh.fs[len(sh.fs)-1].add(h)
 	sh.room--
 	sh.added++
 }
 
 // MayContain is false only when key was never added.
-func (f *Filter) MayContain(key []byte) bool {
-	sh := f.shard(key)
+func (f *Filter) MayContain(key []byte) bool { return f.mayContainHash(f.hash(key)) }
+
+func (f *Filter) mayContainHash(h uint64) bool {
+	sh := &f.shards[h>>(64-shardBits)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	for _, b := range sh.fs {
-		if b.Test(key) {
+		if b.test(h) {
 			return true
 		}
 	}
@@ -99,18 +156,12 @@ func (f *Filter) Stats() (keys uint, bytes uint) {
 		sh := &f.shards[i]
 		sh.mu.RLock()
 		for _, b := range sh.fs {
-			bytes += b.Cap() / 8
+			bytes += uint(len(b.words)) * 8
 		}
 		keys += sh.added
 		sh.mu.RUnlock()
 	}
 	return keys, bytes
-}
-
-// bitsPerKey is what NewWithEstimates allocates per key at rate fp.
-func bitsPerKey(fp float64) float64 {
-	m, _ := bloom.EstimateParameters(1_000_000, fp)
-	return float64(m) / 1_000_000
 }
 
 // LoadFilter makes a filter holding every live key under the prefixes in db,

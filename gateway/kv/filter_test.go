@@ -36,6 +36,29 @@ func TestFilterNoFalseNegativesAcrossGrowth(t *testing.T) {
 	}
 }
 
+// Filled to its capacity, one filter answers "maybe" for keys never added
+// at about the configured rate: the probes derived from one 64-bit hash are
+// as good as independent hashes.
+func TestFilterRateAtCapacity(t *testing.T) {
+	const n = 1 << 18
+	f := NewFilter(n, 0.01)
+	for i := range n {
+		f.Add(fmt.Appendf(nil, "dshop\x00Purchase\x00ev-%d", i))
+	}
+	fp := 0
+	for i := range 200_000 {
+		if f.MayContain(fmt.Appendf(nil, "dshop\x00Purchase\x00ew-%d", i)) {
+			fp++
+		}
+	}
+	if rate := float64(fp) / 200_000; rate > 0.013 {
+		t.Fatalf("false-positive rate %.4f at capacity, configured 0.01", rate)
+	}
+	if _, size := f.Stats(); size > n*10/8*11/10 {
+		t.Fatalf("%d bytes for %d keys at 1 %%: more than ~10 bits per key", size, n)
+	}
+}
+
 // LoadFilter holds every key of its prefix that the store holds, and is
 // sized from them (keys of other prefixes mostly absent).
 func TestLoadFilter(t *testing.T) {
