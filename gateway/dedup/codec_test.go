@@ -11,6 +11,7 @@ import (
 	json "github.com/goccy/go-json"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/wire"
 )
 
@@ -74,13 +75,20 @@ func TestRecordCodec(t *testing.T) {
 // first copy after an upgrade, with its profile and identifiers.
 func TestJSONRecordFromBeforeStillDeduplicates(t *testing.T) {
 	dir := t.TempDir()
-	s, db := openStore(t, dir, Config{}, func() time.Time { return t0 })
-	defer db.Close()
 	first := env(event.SourceServer, "old")
 	old, _ := json.Marshal(record{At: t0.UnixMilli(), Source: event.SourceServer, Profile: first.Profile, Kinds: first.User.AliasSet()})
-	if err := db.DB().Update(func(txn *badger.Txn) error { return txn.Set([]byte(dedupKey(first)), old) }); err != nil {
+	before, err := kv.Open(dir, kv.Config{}, nil) // the store as the old version left it
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := before.DB().Update(func(txn *badger.Txn) error { return txn.Set([]byte(dedupKey(first)), old) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := before.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, db := openStore(t, dir, Config{}, func() time.Time { return t0 })
+	defer db.Close()
 	b := s.Begin()
 	v, err := b.Check(context.Background(), env(event.SourceBrowser, "old"))
 	if err != nil || v.Kind != Duplicate || v.Pair != "server_browser" || v.Link == nil || v.Link.Profile != first.Profile {

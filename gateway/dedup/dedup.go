@@ -19,10 +19,15 @@
 //	'l' site 0x00 alias kind 0x00 value → profile           TTL = identity_ttl (396 d)
 //	'd' 0x00 "open"                     → nothing: a process is using the store (recover.go)
 //
+// A Bloom filter of the keys in the window (kv.ExpiringFilter, filed by
+// expiry so expired keys leave it) answers most lookups of new events
+// without a Badger read; a record is added to it before it is written.
+//
 // Metrics: tagway_dedup_lookups_total{tier=lru|badger|batch|miss},
 // tagway_dedup_duplicates_total{pair=browser_server|server_browser|same_source},
 // tagway_dedup_links_total, tagway_dedup_claim_waits_total,
-// tagway_dedup_store_errors_total.
+// tagway_dedup_store_errors_total, tagway_dedup_key_filter_skips_total,
+// tagway_dedup_key_filter_bytes.
 //
 // A *Store is safe for concurrent use; a *Batch belongs to one request.
 package dedup
@@ -64,6 +69,10 @@ type Config struct {
 	// ClaimWait bounds how long a copy waits for a concurrent copy's publish
 	// to settle. Default 10s.
 	ClaimWait units.Duration `yaml:"claim_wait"`
+	// KeyFilter keeps a Bloom filter of the keys in the window (about 1.3
+	// bytes per key), so a new event's key is found absent without a Badger
+	// read. Default true; loaded at start by a scan of the keys.
+	KeyFilter *bool `yaml:"key_filter"`
 }
 
 // SetDefaults fills zero fields.
@@ -79,6 +88,10 @@ func (c *Config) SetDefaults() {
 	def(&c.ClaimWait, 10*time.Second)
 	if c.LRUEntries == 0 {
 		c.LRUEntries = 100_000
+	}
+	if c.KeyFilter == nil {
+		on := true
+		c.KeyFilter = &on
 	}
 }
 
@@ -140,7 +153,10 @@ type Store struct {
 	hot   *lru.Cache[string, *record]
 	// links holds every link key written (a Bloom filter): Profile skips
 	// Badger for identifiers never linked.
-	links  *kv.Filter
+	links *kv.Filter
+	// keys holds every record key in the window (nil if off): a new
+	// event's lookup skips Badger.
+	keys   *kv.ExpiringFilter
 	shards [256]shard
 	seed   maphash.Seed
 	now    func() time.Time
@@ -206,6 +222,21 @@ func New(cfg Config, db *badger.DB, reg prometheus.Registerer, now func() time.T
 		return nil, fmt.Errorf("dedup: %w", err)
 	}
 	s := &Store{cfg: cfg, db: db, group: kv.NewGroup(db, groupEntries), hot: hot, links: links, seed: maphash.MakeSeed(), now: now, log: log.With("component", "dedup"), m: newMetrics(reg)}
+	if *cfg.KeyFilter {
+		// Filed by expiry in quarters of the window: at most five slices
+		// alive, a key kept at most a quarter window past its expiry.
+		s.keys = kv.NewExpiringFilter(cfg.Window.D()/4, 0.01, now)
+		start := time.Now()
+		n, err := s.keys.Load(db, []byte("d"))
+		if err != nil {
+			return nil, fmt.Errorf("dedup: loading the key filter: %w", err)
+		}
+		_, size, _ := s.keys.Stats()
+		s.log.Info("dedup key filter loaded", "keys", n, "bytes", size, "took", time.Since(start).Round(time.Millisecond))
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tagway_dedup_key_filter_bytes", Help: "Memory of the Bloom filter of dedup keys in the window.",
+		}, func() float64 { _, b, _ := s.keys.Stats(); return float64(b) }))
+	}
 	for i := range s.shards {
 		s.shards[i].pending = map[string]*claim{}
 	}
@@ -295,7 +326,7 @@ func (s *Store) prefetch(envs []*event.Envelope, keys []string, order []int) []*
 		l := &looked{gen: s.shard(keys[i]).released.Load()}
 		if rec, ok := s.hot.Get(keys[i]); ok && rec.At > window {
 			l.rec, l.tier = rec, "lru"
-		} else {
+		} else if s.mayBeStored(keys[i]) {
 			cold = append(cold, i)
 		}
 		out[i] = l
@@ -434,6 +465,9 @@ func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
 		}
 		s.hot.Remove(key)
 	}
+	if !s.mayBeStored(key) {
+		return nil, "", nil
+	}
 	var rec *record
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
@@ -449,6 +483,16 @@ func (s *Store) lookup(key string, now time.Time) (*record, string, error) {
 	}
 	s.hot.Add(key, rec)
 	return rec, "badger", nil
+}
+
+// mayBeStored is false when the key filter knows key has no record in the
+// window: no Badger read (most new events).
+func (s *Store) mayBeStored(key string) bool {
+	if s.keys == nil || s.keys.MayContain(key) {
+		return true
+	}
+	s.m.filtered.Inc()
+	return false
 }
 
 // enrich returns the link for the identifiers env adds to rec, and the
@@ -543,6 +587,9 @@ func (b *Batch) queueRecord(key string, rec *record) {
 	if ttl < time.Second {
 		ttl = time.Second
 	}
+	if b.s.keys != nil { // before the write: the filter must hold every key stored
+		b.s.keys.Add(key, time.UnixMilli(rec.At+b.s.cfg.Window.D().Milliseconds()))
+	}
 	b.writes = append(b.writes, write{[]byte(key), val, ttl})
 }
 
@@ -613,6 +660,7 @@ type metrics struct {
 	links       prometheus.Counter
 	claimWaits  prometheus.Counter
 	storeErrors prometheus.Counter
+	filtered    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -632,8 +680,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tagway_dedup_store_errors_total", Help: "Badger reads or writes of dedup state that failed.",
 		}),
+		filtered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tagway_dedup_key_filter_skips_total", Help: "Lookups of keys the key filter knew to be absent: answered without a Badger read.",
+		}),
 	}
-	reg.MustRegister(m.lookups, m.duplicates, m.links, m.claimWaits, m.storeErrors)
+	reg.MustRegister(m.lookups, m.duplicates, m.links, m.claimWaits, m.storeErrors, m.filtered)
 	for _, t := range []string{"lru", "badger", "batch", "miss"} {
 		m.lookups.WithLabelValues(t)
 	}

@@ -76,12 +76,14 @@ func (s *Store) Recover(read func(fn func(data []byte) error) (int, error)) (n, 
 		}
 		key := dedupKey(&env)
 		found := false
-		if err := s.db.View(func(txn *badger.Txn) error {
-			rec, err := getRecord(txn, key)
-			found = rec != nil
-			return err
-		}); err != nil {
-			return err
+		if s.mayBeStored(key) { // most are: they were stored before the crash
+			if err := s.db.View(func(txn *badger.Txn) error {
+				rec, err := getRecord(txn, key)
+				found = rec != nil
+				return err
+			}); err != nil {
+				return err
+			}
 		}
 		if found {
 			return nil

@@ -3,11 +3,11 @@ package kv
 import (
 	"fmt"
 	"hash/maphash"
+	"math"
 	"math/bits"
 	"sync"
 	"time"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -63,9 +63,16 @@ type bloomBits struct {
 }
 
 func newBloomBits(n uint, fp float64) *bloomBits {
-	m, k := bloom.EstimateParameters(n, fp)
-	m = max(m, 64)
+	m, k := bloomSize(n, fp)
 	return &bloomBits{words: make([]uint64, (m+63)/64), m: uint64(m), k: k, keys: n}
+}
+
+// bloomSize is the optimal Bloom filter for n keys at rate fp: m bits and
+// k probes, m = -n·ln(fp) / ln²2 and k = ln2·m/n.
+func bloomSize(n uint, fp float64) (m, k uint) {
+	m = max(uint(math.Ceil(-float64(n)*math.Log(fp)/(math.Ln2*math.Ln2))), 64)
+	k = max(uint(math.Ceil(math.Ln2*float64(m)/float64(max(n, 1)))), 1)
+	return m, k
 }
 
 // probes derives a filter's probe sequence from a key's hash: h1 + i·h2
