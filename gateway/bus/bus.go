@@ -183,9 +183,7 @@ type Bus struct {
 	ensureMu sync.Mutex // serialises stream creation (start-up and reconnects)
 	wg       sync.WaitGroup
 
-	// url and opts dial the connections (url "" with opts naming the
-	// embedded server: in process); extra are those Connect opened.
-	url     string
+	// opts dial the extra connections (Connect); extra are those open.
 	opts    []nats.Option
 	extraMu sync.Mutex
 	extra   []*nats.Conn
@@ -235,35 +233,25 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 			}()
 		}),
 	}
-	b.url = cfg.URL
 	if cfg.URL == "" {
 		ns, err := startEmbedded(cfg, filepath.Join(dataDir, "nats"))
 		if err != nil {
 			return nil, err
 		}
 		b.ns = ns
-		// Over loopback TCP when the server listens, in process only when
-		// it does not. An in-process connection is a net.Pipe, which has
-		// no buffer: a write returns only once the server's read loop has
-		// read it all, and nats.go writes holding the connection's lock,
-		// so every publisher waited on the server's reading. An execution
-		// trace of a load run's open-loop stall had the edge's requests
-		// waiting 28 s (goroutine time, in 4.5 s) on that lock, the most
-		// of any wait; over TCP the socket's buffer takes the bytes and
-		// the lock is held for a copy (4 s in a 3 s stall of the same
-		// kind, behind the PubAck waits, Badger's and the CPU queue).
-		if u := loopbackURL(ns); u != "" {
-			b.url = u
-		} else {
-			opts = append(opts, nats.InProcessServer(ns))
-		}
+		// In process, with a write buffer in front of the pipe: see
+		// bufferedPipe. (Over the loopback listener, tried first, the
+		// requests no longer queued on the connection's lock either, but
+		// every flush was a system call: socket reads and writes took
+		// ~1-1.5 % of the CPU in full-pipeline profiles.)
+		opts = append(opts, nats.InProcessServer(inProcess{ns}))
 	} else {
 		if cfg.CredsFile != "" {
 			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
 		}
 	}
 	b.opts = opts
-	nc, err := nats.Connect(b.url, opts...)
+	nc, err := nats.Connect(cfg.URL, opts...)
 	if err != nil {
 		b.shutdownServer()
 		return nil, fmt.Errorf("bus: connecting to nats %s: %w", redact(cfg.URL), err)
@@ -468,7 +456,7 @@ func (b *Bus) Connect(name string) (jetstream.JetStream, error) {
 		return nil, ErrUnavailable
 	}
 	opts := append(slices.Clone(b.opts), nats.Name("tagway-"+name))
-	nc, err := nats.Connect(b.url, opts...)
+	nc, err := nats.Connect(b.cfg.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("bus: connecting to nats %s for %s: %w", redact(b.cfg.URL), name, err)
 	}
@@ -496,21 +484,6 @@ func (b *Bus) ClientURL() string {
 		return fmt.Sprintf("nats://%s", net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port)))
 	}
 	return ""
-}
-
-// loopbackURL is where this process reaches the embedded server over TCP
-// (its listening address, or the loopback one if it listens on all), or ""
-// when it does not listen.
-func loopbackURL(ns *server.Server) string {
-	a, ok := ns.Addr().(*net.TCPAddr)
-	if !ok || a == nil {
-		return ""
-	}
-	ip := a.IP
-	if ip.IsUnspecified() {
-		ip = net.IPv4(127, 0, 0, 1)
-	}
-	return "nats://" + net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
 }
 
 // Embedded reports whether Tagway runs its own NATS server.

@@ -133,33 +133,15 @@ func TestEmbeddedListens(t *testing.T) {
 		t.Fatalf("embedded server not listening: %v", err)
 	}
 	c.Close()
-	// Tagway's own connections use it too (a socket's buffer, where an
-	// in-process pipe has none), the consumers' as well.
+	// Tagway's own connections stay in process (buffered: pipe.go).
 	js, err := b.Connect("segments")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, nc := range []*nats.Conn{b.Conn(), js.Conn()} {
-		if got := "nats://" + nc.ConnectedAddr(); got != b.ClientURL() {
-			t.Fatalf("a connection to %q, want %q", got, b.ClientURL())
+		if addr := nc.ConnectedAddr(); addr != "pipe" {
+			t.Fatalf("a connection to %q, want the in-process pipe", addr)
 		}
-	}
-}
-
-// Without a listener, Tagway's connections are in process.
-func TestEmbeddedWithoutListenerIsInProcess(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	b, err := bus.Open(ctx, bus.Config{Listen: "off"}, t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if b.ClientURL() != "" || !b.Conn().IsConnected() {
-		t.Fatalf("client url %q, connected %v", b.ClientURL(), b.Conn().IsConnected())
-	}
-	if addr := b.Conn().ConnectedAddr(); addr != "pipe" {
-		t.Fatalf("connected to %q, want the in-process pipe", addr)
 	}
 }
 
