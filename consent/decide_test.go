@@ -54,20 +54,24 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-func TestDecide(t *testing.T) {
+// decideCase is one of TestDecide's inputs and what it must give.
+type decideCase struct {
+	name    string
+	j       Jurisdiction
+	s       Signals
+	allowed []string
+	denied  map[string]string // use → reason substring
+}
+
+// decideCases are TestDecide's cases (TestDecisionCache runs them too).
+func decideCases() (Policy, []decideCase) {
 	at := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
 	p := DefaultPolicy(map[string]int{"tiktok": 1001})
 	all := []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 	yes, no := true, false
 	eu, ca, ny := Resolve("FR", "", at, OptIn), Resolve("US", "CA", at, OptIn), Resolve("US", "NY", at, OptIn)
 	const M, S, F = UseMeasurement, UseSegments, "forward:tiktok"
-	cases := []struct {
-		name    string
-		j       Jurisdiction
-		s       Signals
-		allowed []string
-		denied  map[string]string // use → reason substring
-	}{
+	return p, []decideCase{
 		{"opt-in, no signal", eu, Signals{}, nil, map[string]string{M: "no consent signal", S: "no consent signal", F: "no consent signal"}},
 		{"opt-in, TCF full", eu, Signals{TCF: tcfString(4, true, all, nil, []int{1001})}, []string{F, M, S}, nil},
 		{"opt-in, TCF full in GPP", eu, Signals{GPP: gppHeader(3, 1, 2) + "~" + tcfString(4, true, all, nil, []int{1001})}, []string{F, M, S}, nil},
@@ -96,6 +100,10 @@ func TestDecide(t *testing.T) {
 		{"none, everything", ny, Signals{USP: "1YYN", GPC: true}, []string{F, M, S}, nil},
 		{"none, first-party refusal honoured", ny, Signals{Categories: map[string]bool{"analytics": false}}, []string{F, S}, map[string]string{M: "analytics refused"}},
 	}
+}
+
+func TestDecide(t *testing.T) {
+	p, cases := decideCases()
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			d := Decide(p, tc.j, tc.s)

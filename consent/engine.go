@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tagway/tagway/consent/audit"
 	"github.com/tagway/tagway/gateway/event"
@@ -110,11 +112,21 @@ func (s storedSignals) empty() bool {
 	return s.TCF == "" && s.GPP == "" && s.USP == "" && !s.GPC && len(s.Categories) == 0
 }
 
+// equal reports whether s and o are the same signals (a nil and an empty
+// list or map are the same: neither is stored).
+func (s storedSignals) equal(o storedSignals) bool {
+	return s.TCF == o.TCF && s.GPP == o.GPP && s.USP == o.USP && s.GPC == o.GPC &&
+		slices.Equal(s.GPPSID, o.GPPSID) && maps.Equal(s.Categories, o.Categories)
+}
+
 func (s storedSignals) signals() Signals {
 	return Signals{TCF: s.TCF, GPP: s.GPP, GPPSID: s.GPPSID, USP: s.USP, GPC: s.GPC, Categories: s.Categories}
 }
 
-func stateKey(site, profile string) []byte { return []byte("c" + site + "\x00" + profile) }
+func stateKey(site, profile string) []byte {
+	k := make([]byte, 0, 2+len(site)+len(profile))
+	return append(append(append(append(k, 'c'), site...), 0), profile...)
+}
 
 // Change is a profile's consent state change, as published on
 // tw.consent.<site> (DESIGN.md): the profile, its allowed uses, and the id of
@@ -162,7 +174,14 @@ type Engine struct {
 	// known holds every state key written (a Bloom filter): most
 	// profiles never signalled anything, and their lookups skip Badger.
 	known *kv.Filter
+	// decisions caches Decide by its inputs (decisionCache).
+	decisions *decisionCache
 }
+
+// decisionCacheSize is how many decisions each of the cache's two
+// generations holds: distinct (jurisdiction, signals) pairs, a few per CMP
+// version and region on a real site.
+const decisionCacheSize = 4096
 
 // NewEngine returns an engine. links may be nil; now may be nil.
 func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func() time.Time, logger *slog.Logger) (*Engine, error) {
@@ -183,14 +202,27 @@ func NewEngine(cfg Config, db *badger.DB, log *audit.Log, links Linker, now func
 	if err != nil {
 		return nil, fmt.Errorf("consent: %w", err)
 	}
-	return &Engine{cfg: cfg, db: db, log: log, links: links, now: now, logger: logger.With("component", "consent"), seed: maphash.MakeSeed(), known: known}, nil
+	return &Engine{cfg: cfg, db: db, log: log, links: links, now: now, logger: logger.With("component", "consent"), seed: maphash.MakeSeed(), known: known,
+		decisions: newDecisionCache(decisionCacheSize)}, nil
 }
 
 // Config returns the engine's configuration after defaults.
 func (e *Engine) Config() Config { return e.cfg }
 
+// Register adds the engine's metrics to reg.
+func (e *Engine) Register(reg prometheus.Registerer) {
+	c := e.decisions
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tagway_consent_decision_cache_hits_total",
+			Help: "Consent decisions answered from the cache of decisions by jurisdiction and signals."}, func() float64 { return float64(c.hits.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tagway_consent_decision_cache_misses_total",
+			Help: "Consent decisions computed (signals decoded) because the cache did not hold them."}, func() float64 { return float64(c.misses.Load()) }),
+	)
+}
+
 func (e *Engine) lock(site, profile string) *sync.Mutex {
-	return &e.locks[maphash.String(e.seed, site+"\x00"+profile)%uint64(len(e.locks))]
+	h := maphash.String(e.seed, profile) ^ maphash.String(e.seed, site)*0x9e3779b97f4a7c15
+	return &e.locks[h%uint64(len(e.locks))]
 }
 
 // Decide decides consent for env (received with geo), records a changed
@@ -226,7 +258,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 		}
 	}
 	j := Resolve(country, region, at, e.cfg.DefaultRegime)
-	d := Decide(e.cfg.Policy, j, sig.signals())
+	d := *e.decisions.decide(e.cfg.Policy, j, sig.signals()) // shared: read only
 	out := &Outcome{Decision: d, site: env.Site, profile: profile}
 
 	switch {
@@ -270,9 +302,7 @@ func (e *Engine) Decide(env *event.Envelope, geo Geo) (*Outcome, error) {
 
 // sameState reports whether nothing that matters changed.
 func sameState(prev *state, sig storedSignals, j Jurisdiction, d Decision) bool {
-	a, _ := json.Marshal(prev.Signals)
-	b, _ := json.Marshal(sig)
-	return string(a) == string(b) && prev.Country == j.Country && prev.Region == j.Region &&
+	return prev.Signals.equal(sig) && prev.Country == j.Country && prev.Region == j.Region &&
 		slices.Equal(prev.Decision.Allowed, d.Allowed) && prev.Decision.Regime == d.Regime
 }
 
@@ -334,7 +364,7 @@ func (e *Engine) linked(env *event.Envelope) (*state, error) {
 	if e.links == nil {
 		return nil, nil
 	}
-	for kind, value := range env.User.AliasesNotIn(0) {
+	for kind, value := range env.User.Aliases() { // in a fixed order: the first linked profile wins
 		p, err := e.links.Profile(env.Site, kind, value)
 		if err != nil {
 			return nil, err

@@ -163,3 +163,29 @@ func BenchmarkDecideNewProfile(b *testing.B) {
 	})
 	b.ReportMetric(float64(n)/float64(i), "B-stored/profile")
 }
+
+// BenchmarkDecideKnownProfile is a returning visitor's event: the same
+// TCF string as the profile's stored state (a Badger read, no change).
+func BenchmarkDecideKnownProfile(b *testing.B) {
+	st, err := kv.Open(b.TempDir(), kv.Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	e, err := NewEngine(Config{}, st.DB(), audit.New(st.DB(), nil), nil, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fr := Geo{Country: "FR"}
+	tcf := tcfString(4, true, []int{1, 2, 3, 4, 7, 9}, nil, []int{1001})
+	if o, err := e.Decide(browserEvent(tcf), fr); err != nil || o.Publish == nil {
+		b.Fatal(o, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		o, err := e.Decide(browserEvent(tcf), fr)
+		if err != nil || o.Publish != nil {
+			b.Fatal(o, err)
+		}
+	}
+}

@@ -82,6 +82,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
+	engine.Register(reg)
 	pruneCtx, stopPruning := context.WithCancel(context.Background())
 	pruned := make(chan struct{})
 	go func() { // audit retention: at start-up, then daily; stopped before Badger closes

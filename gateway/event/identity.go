@@ -1,5 +1,7 @@
 package event
 
+import "iter"
+
 // IdentityLink is published on tw.identity.<site> when a later copy of an
 // event carries identifiers the first copy lacked (the server copy's hashed
 // email for the browser copy's cookie profile, say). Field names are a
@@ -50,6 +52,18 @@ type AliasSet uint16
 
 func (u *User) aliasValues() [len(AliasKinds)]string {
 	return [...]string{u.EmailSHA256, u.PhoneSHA256, u.ExternalIDSHA256, u.AnonID, u.TTCLID, u.TTP, u.FBC, u.FBP, u.GCLID, u.MSCLKID, u.PhoneE164SHA256}
+}
+
+// Aliases yields u's identifiers as (kind, value), in AliasKinds order,
+// without building a map.
+func (u *User) Aliases() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for i, v := range u.aliasValues() {
+			if v != "" && !yield(AliasKinds[i], v) {
+				return
+			}
+		}
+	}
 }
 
 // AliasSet returns the kinds of identifier u carries.
