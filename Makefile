@@ -31,7 +31,7 @@ bench: ## Go benchmarks of the hot paths, then the load test against its baselin
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 	$(GO) run ./cmd/tagway-load --duration $(BENCHTIME)
 
-fuzz: ## run each fuzz target (batch parsers, consent decoders, consent state, audit and dedup records, segment state and rules) for FUZZTIME (default 60s)
+fuzz: ## run each fuzz target (batch parsers, consent decoders, consent state, audit and dedup records, segment state and rules, PubAcks) for FUZZTIME (default 60s)
 	$(GO) test -run '^$$' -fuzz '^FuzzServerBatch$$' -fuzztime $(FUZZTIME) ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzBrowserBatch$$' -fuzztime $(FUZZTIME) ./gateway/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeTCF$$' -fuzztime $(FUZZTIME) ./consent/
@@ -42,6 +42,7 @@ fuzz: ## run each fuzz target (batch parsers, consent decoders, consent state, a
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePred$$' -fuzztime $(FUZZTIME) ./segments/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./consent/audit/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeDedupRecord$$' -fuzztime $(FUZZTIME) ./gateway/dedup/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAck$$' -fuzztime $(FUZZTIME) ./gateway/bus/
 
 clean: ## remove build output and the demo data directory
 	rm -rf bin data

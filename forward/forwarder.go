@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/event"
 	"github.com/tagway/tagway/gateway/kv"
 )
@@ -95,6 +96,7 @@ type Forwarder struct {
 	dests []*deliverer
 	db    *badger.DB
 	js    jetstream.JetStream
+	pub   *bus.Publisher // TW_FORWARD's, on js's connection (created by Start)
 	log   *slog.Logger
 	now   func() time.Time
 	m     *metrics
@@ -195,6 +197,14 @@ func (f *Forwarder) Start(ctx context.Context) error {
 	}); err != nil {
 		return fmt.Errorf("forward: creating stream %s: %w", ForwardStream, err)
 	}
+	if f.pub == nil {
+		// Room for every conversion in flight (routeInFlight), one message per destination.
+		p, err := bus.NewPublisher(f.js.Conn(), routePubAckTimeout, routeInFlight*len(f.dests))
+		if err != nil {
+			return fmt.Errorf("forward: %w", err)
+		}
+		f.pub = p
+	}
 	from, err := f.readBack(ctx)
 	if err != nil {
 		return err
@@ -271,6 +281,9 @@ func (f *Forwarder) Shutdown(ctx context.Context) error {
 		case <-done:
 		case <-ctx.Done():
 			err = fmt.Errorf("forward: shutdown: %w", ctx.Err())
+		}
+		if f.pub != nil {
+			_ = f.pub.Close(ctx) // the routes waited for their PubAcks already
 		}
 		if f.abort != nil {
 			f.abort()
@@ -438,7 +451,7 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	var futs []jetstream.PubAckFuture
+	var msgs []bus.Msg
 	for _, d := range to {
 		msg, err := d.payload(&env)
 		if err != nil {
@@ -451,43 +464,33 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 			d.m.republished.Inc() // published before a restart: read back at Start
 			continue
 		}
-		fut, err := f.js.PublishMsgAsync(msg, jetstream.WithMsgID(id))
-		if err != nil {
-			f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
-			_ = m.NakWithDelay(time.Second)
-			return
-		}
-		futs = append(futs, fut)
+		msgs = append(msgs, bus.Msg{Subject: msg.Subject, MsgID: id, Data: msg.Data, Header: msg.Header})
 		d.m.published.Inc()
 	}
 	// The PubAcks are awaited off the consumer's goroutine (the profile of
 	// a load run showed the router stuck behind one PubAck round trip per
-	// conversion); routeInFlight bounds how many wait at once.
+	// conversion): the publisher calls back once all are in.
+	// routeInFlight bounds how many conversions wait at once.
 	f.inflight <- struct{}{}
 	f.routes.Add(1)
-	go func() {
+	f.pub.Publish(msgs, func(acks []bus.Ack) {
 		defer func() { <-f.inflight; f.routes.Done() }()
-		timeout := time.NewTimer(routePubAckTimeout)
-		defer timeout.Stop()
-		for _, fut := range futs {
-			select {
-			case a := <-fut.Ok():
-				f.acked(a.Sequence)
-			case err := <-fut.Err():
-				f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", err)
-				_ = m.NakWithDelay(time.Second)
-				return
-			case <-timeout.C:
+		for _, a := range acks {
+			if a.Err != nil {
+				f.log.Error("publishing on TW_FORWARD; the conversion is retried", "err", a.Err)
 				_ = m.NakWithDelay(time.Second)
 				return
 			}
+		}
+		for _, a := range acks {
+			f.acked(a.Seq)
 		}
 		f.m.routed.WithLabelValues("published").Inc()
 		if f.dropAcks.Load() {
 			return // a test's crash between the PubAcks and the ack
 		}
 		_ = m.Ack()
-	}()
+	})
 }
 
 // pullExpiry bounds each pull request: a load run saw the router, at its

@@ -129,6 +129,13 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.createAudienceStream(ctx); err != nil {
 		return err
 	}
+	if e.pub == nil {
+		p, err := bus.NewPublisher(e.js.Conn(), publishTimeout, publishMaxPending)
+		if err != nil {
+			return fmt.Errorf("segments: %w", err)
+		}
+		e.pub = p
+	}
 	if err := e.scanPublished(ctx); err != nil {
 		return err
 	}
@@ -169,7 +176,19 @@ func (e *Engine) stop() {
 	// Return the cache's memory (fastcache keeps freed chunks for the next
 	// cache); an admin read after Stop reads Badger.
 	e.cache.Reset()
+	if e.pub != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		_ = e.pub.Close(ctx) // the last commit waited for its deltas already
+		cancel()
+	}
 }
+
+// publishTimeout bounds the wait for a batch of deltas' PubAcks;
+// publishMaxPending the deltas awaiting theirs (more wait for room).
+const (
+	publishTimeout    = 10 * time.Second
+	publishMaxPending = 8192
+)
 
 // Applied is the last TW_EVENTS sequence applied (tests wait on it).
 func (e *Engine) Applied() uint64 { return e.applied.Load() }

@@ -21,6 +21,7 @@ import (
 
 	json "github.com/goccy/go-json"
 
+	"github.com/tagway/tagway/gateway/bus"
 	"github.com/tagway/tagway/gateway/event"
 	"github.com/tagway/tagway/gateway/kv"
 	"github.com/tagway/tagway/gateway/units"
@@ -267,6 +268,7 @@ type Engine struct {
 	prog *Program
 	db   *badger.DB
 	js   jetstream.JetStream
+	pub  *bus.Publisher // deltas, on js's connection (created by Start)
 	log  *slog.Logger
 	now  func() time.Time
 	m    *metrics
@@ -750,13 +752,19 @@ func (e *Engine) publishOutbox() {
 	if len(e.outbox) == 0 {
 		return
 	}
-	type pub struct {
-		s *state
-		f []jetstream.PubAckFuture
+	if e.pub == nil {
+		e.m.publishErrors.Inc() // not started: nothing can be published yet
+		return
 	}
-	var pubs []pub
+	// All the deltas in one group: one wait for every PubAck.
+	type span struct {
+		s    *state
+		from int
+	}
+	var spans []span
+	var msgs []bus.Msg
 	for _, s := range e.outbox {
-		p := pub{s: s}
+		spans = append(spans, span{s, len(msgs)})
 		for i := range s.pending {
 			d := &s.pending[i]
 			if _, ok := e.published[d.ID]; ok {
@@ -765,31 +773,25 @@ func (e *Engine) publishOutbox() {
 				continue
 			}
 			data, _ := json.Marshal(d)
-			f, err := e.js.PublishAsync(AudienceSubject(d.Segment), data, jetstream.WithMsgID(d.ID))
-			if err != nil {
-				p.f = append(p.f, nil)
-				continue
-			}
-			p.f = append(p.f, f)
+			msgs = append(msgs, bus.Msg{Subject: AudienceSubject(d.Segment), MsgID: d.ID, Data: data})
 		}
-		pubs = append(pubs, p)
 	}
-	timeout := time.After(10 * time.Second)
-	for _, p := range pubs {
+	acks := make([]bus.Ack, len(msgs))
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	e.pub.PublishWait(ctx, msgs, acks)
+	cancel()
+	for k, p := range spans {
+		to := len(msgs)
+		if k+1 < len(spans) {
+			to = spans[k+1].from
+		}
 		ok := true
-		for _, f := range p.f {
-			if f == nil {
+		for _, a := range acks[p.from:to] {
+			if a.Err != nil {
 				ok = false
 				continue
 			}
-			select {
-			case a := <-f.Ok():
-				e.audSeq = max(e.audSeq, a.Sequence)
-			case <-f.Err():
-				ok = false
-			case <-timeout:
-				ok = false
-			}
+			e.audSeq = max(e.audSeq, a.Seq)
 		}
 		if ok {
 			p.s.pending = nil

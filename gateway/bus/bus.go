@@ -178,6 +178,7 @@ type Bus struct {
 	ns     *server.Server // nil with an external URL
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	pub    *Publisher // PublishBatch's, on nc
 	closed atomic.Bool
 
 	ensureMu sync.Mutex // serialises stream creation (start-up and reconnects)
@@ -266,6 +267,10 @@ func Open(ctx context.Context, cfg Config, dataDir string, log *slog.Logger) (*B
 		return nil, fmt.Errorf("bus: jetstream: %w", err)
 	}
 	b.js = js
+	if b.pub, err = NewPublisher(nc, cfg.PublishTimeout.D(), cfg.MaxPending); err != nil {
+		b.Close()
+		return nil, err
+	}
 	if err := b.EnsureStreams(ctx); err != nil {
 		b.Close()
 		return nil, err
@@ -356,6 +361,9 @@ type Msg struct {
 	// MsgID goes in the Nats-Msg-Id header (JetStream's duplicate window).
 	MsgID string
 	Data  []byte
+	// Header holds headers of the caller's own, or is nil. Publishing adds
+	// Nats-Msg-Id to it for the call's duration.
+	Header nats.Header
 }
 
 // Ack is the outcome of publishing one Msg.
@@ -397,30 +405,9 @@ func (b *Bus) PublishBatch(ctx context.Context, msgs []Msg, acks []Ack) {
 		}
 		return
 	}
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		f, err := b.js.PublishAsync(m.Subject, m.Data, jetstream.WithMsgID(m.MsgID))
-		if err != nil {
-			acks[i] = Ack{Err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
-			continue
-		}
-		futures[i] = f
-	}
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.PublishTimeout.D()+time.Second)
 	defer cancel()
-	for i, f := range futures {
-		if f == nil {
-			continue
-		}
-		select {
-		case pa := <-f.Ok():
-			acks[i] = Ack{Duplicate: pa.Duplicate, Seq: pa.Sequence}
-		case err := <-f.Err():
-			acks[i] = Ack{Err: fmt.Errorf("%w: %v", ErrUnavailable, err), Unsure: unsure(err)}
-		case <-ctx.Done():
-			acks[i] = Ack{Err: fmt.Errorf("%w: waiting for ack: %v", ErrUnavailable, ctx.Err()), Unsure: true}
-		}
-	}
+	b.pub.PublishWait(ctx, msgs, acks)
 }
 
 // Connected reports whether the NATS connection is up.
@@ -499,12 +486,8 @@ func (b *Bus) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if b.js != nil {
-		select {
-		case <-b.js.PublishAsyncComplete():
-		case <-ctx.Done():
-			err = fmt.Errorf("bus: %d publishes still unacknowledged at shutdown", b.js.PublishAsyncPending())
-		}
+	if b.pub != nil {
+		err = b.pub.Close(ctx)
 	}
 	b.extraMu.Lock()
 	for _, nc := range b.extra {

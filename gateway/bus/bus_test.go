@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +173,30 @@ func TestConnectOpensAnOwnConnection(t *testing.T) {
 	if _, err := b.Connect("forward"); err == nil {
 		t.Fatal("a closed bus opened a connection")
 	}
+}
+
+// BenchmarkPublishBatch is the edge's durable hand-off: batches of 20
+// events published at once from several requests, each waiting for its
+// PubAcks (the embedded server stores them on disk).
+func BenchmarkPublishBatch(b *testing.B) {
+	bs := bustest.OpenEmbedded(b)
+	data := []byte(strings.Repeat("x", 600)) // an envelope's size
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(4)
+	b.RunParallel(func(pb *testing.PB) {
+		msgs, acks := make([]bus.Msg, 20), make([]bus.Ack, 20)
+		for pb.Next() {
+			for i := range msgs {
+				msgs[i] = bus.Msg{Subject: "tw.events.s.A", MsgID: strconv.FormatInt(n.Add(1), 10), Data: data}
+			}
+			bs.PublishBatch(context.Background(), msgs, acks)
+			for _, a := range acks {
+				if a.Err != nil {
+					b.Fatal(a.Err)
+				}
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N*20)/b.Elapsed().Seconds(), "msgs/s")
 }
