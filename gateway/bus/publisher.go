@@ -42,7 +42,7 @@ type Publisher struct {
 	stop   chan struct{}
 	done   chan struct{}
 	status chan nats.Status // the connection's losses
-	hdrs sync.Pool // *msgHeader
+	hdrs   sync.Pool        // *msgHeader
 }
 
 type pendingMsg struct {
