@@ -617,6 +617,12 @@ type Work struct {
 	BrokerDelivered       float64 `json:"broker_delivered"`
 	// BrokerStoredBy is BrokerStored by stream.
 	BrokerStoredBy map[string]float64 `json:"broker_stored_by_stream,omitempty"`
+	// HeapAllocBytes is what the server allocated on the Go heap (its
+	// go_memstats_alloc_bytes_total): what the GC has to collect, and a
+	// steadier figure between runs than the CPU time. GCCycles counts the
+	// collections.
+	HeapAllocBytes float64 `json:"heap_alloc_bytes"`
+	GCCycles       float64 `json:"gc_cycles"`
 }
 
 // since is the work done after w0, divided by n.
@@ -629,7 +635,8 @@ func (w Work) since(w0 Work, n float64) *Work {
 	}
 	return &Work{(w.BadgerBytes - w0.BadgerBytes) / n, (w.BadgerCompactionBytes - w0.BadgerCompactionBytes) / n,
 		(w.BadgerEntries - w0.BadgerEntries) / n, (w.BadgerGets - w0.BadgerGets) / n,
-		(w.BrokerStored - w0.BrokerStored) / n, (w.BrokerDelivered - w0.BrokerDelivered) / n, by}
+		(w.BrokerStored - w0.BrokerStored) / n, (w.BrokerDelivered - w0.BrokerDelivered) / n, by,
+		(w.HeapAllocBytes - w0.HeapAllocBytes) / n, (w.GCCycles - w0.GCCycles) / n}
 }
 
 // work reads Badger's counters from the admin /metrics and the broker's
@@ -659,6 +666,10 @@ func (p *tagwayProc) work() Work {
 			w.BadgerEntries = f
 		case "tagway_badger_gets_total":
 			w.BadgerGets = f
+		case "go_memstats_alloc_bytes_total":
+			w.HeapAllocBytes = f
+		case "go_gc_duration_seconds_count":
+			w.GCCycles = f
 		}
 	}
 	return w
@@ -770,8 +781,9 @@ func printReport(w io.Writer, rep *Report) {
 					for i, k := range streams {
 						by[i] = fmt.Sprintf("%s %.2f", k, pe.BrokerStoredBy[k])
 					}
-					fmt.Fprintf(w, "; per event: Badger %.2f entries written (%.0f bytes, its compactions %.0f more), %.2f reads; broker %.2f messages stored (%s), %.2f delivered",
-						pe.BadgerEntries, pe.BadgerBytes, pe.BadgerCompactionBytes, pe.BadgerGets, pe.BrokerStored, strings.Join(by, ", "), pe.BrokerDelivered)
+					fmt.Fprintf(w, "; per event: Badger %.2f entries written (%.0f bytes, its compactions %.0f more), %.2f reads; broker %.2f messages stored (%s), %.2f delivered; %.1f KB allocated on the heap (%.0f events per GC cycle)",
+						pe.BadgerEntries, pe.BadgerBytes, pe.BadgerCompactionBytes, pe.BadgerGets, pe.BrokerStored, strings.Join(by, ", "), pe.BrokerDelivered,
+						pe.HeapAllocBytes/1e3, 1/max(pe.GCCycles, 1e-9))
 				}
 			}
 			if r.SustainedEventsPerS > 0 {

@@ -38,7 +38,8 @@ func TestLoadSmoke(t *testing.T) {
 		// Every accepted event is stored by the broker at least once and
 		// delivered to segments, and leaves at least a dedup record in Badger.
 		if pe := r.PerEvent; r.Target == "tagway" && r.Mode == "closed" &&
-			(pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5 || pe.BadgerBytes < 20) {
+			(pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5 || pe.BadgerBytes < 20 ||
+				pe.HeapAllocBytes < 1000 || pe.GCCycles <= 0) { // an event allocates its envelope, decoded and encoded, at least
 			t.Errorf("%s: work per event %+v", r.Scenario, pe)
 		} else if r.Target == "tagway" && r.Mode == "closed" && pe.BrokerStoredBy["TW_EVENTS"] < 0.5 {
 			t.Errorf("%s: TW_EVENTS stored %v per event", r.Scenario, pe.BrokerStoredBy)
