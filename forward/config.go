@@ -273,9 +273,9 @@ type Config struct {
 	// flight per consumer. Default 100000.
 	MaxPending int `yaml:"max_pending"`
 	// HeldInMemory bounds the conversions that wait out their hold in
-	// memory (unacknowledged, ~2 KiB each); the rest wait in JetStream,
-	// which costs the broker a nak and a redelivery each. Default 20000;
-	// -1: none.
+	// memory (unacknowledged, ~3 KiB each with the decoded envelope); the
+	// rest wait in JetStream, which costs the broker a nak and a
+	// redelivery each. Default 20000; -1: none.
 	HeldInMemory int `yaml:"held_in_memory"`
 }
 

@@ -45,10 +45,11 @@ type deliverer struct {
 	consent ConsentChecker
 	m       *destMetrics
 	cons    jetstream.Consumer
+	use     string // "forward:<name>", the consent use it needs
 }
 
 func newDeliverer(f *Forwarder, d *Destination, hc *http.Client, cc ConsentChecker) *deliverer {
-	return &deliverer{f: f, d: d, http: hc, consent: cc, m: f.m.forDest(d.Name)}
+	return &deliverer{f: f, d: d, http: hc, consent: cc, m: f.m.forDest(d.Name), use: "forward:" + d.Name}
 }
 
 // payload builds the destination's message for an envelope.

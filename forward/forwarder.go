@@ -402,21 +402,24 @@ func (f *Forwarder) enrich(env *event.Envelope) error {
 // every destination that wants the event and whose forward:<name> use the
 // event's decision allows, and acknowledges the event once JetStream holds
 // them all.
-func (f *Forwarder) onEvent(m jetstream.Msg) { f.route(m, false) }
+func (f *Forwarder) onEvent(m jetstream.Msg) { f.route(m, nil) }
 
-// route is onEvent; held says the conversion comes back from the
-// in-memory hold (hold.go).
-func (f *Forwarder) route(m jetstream.Msg, held bool) {
+// route is onEvent; held, when set, is the conversion's envelope as
+// decoded before the in-memory hold (hold.go) it comes back from.
+func (f *Forwarder) route(m jetstream.Msg, held *event.Envelope) {
 	if f.stopping.Load() {
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
-	var env event.Envelope
-	if err := json.Unmarshal(m.Data(), &env); err != nil {
-		f.m.routed.WithLabelValues("bad_envelope").Inc()
-		f.log.Warn("skipping an envelope that does not decode", "err", err)
-		_ = m.Term()
-		return
+	env := held
+	if env == nil {
+		env = new(event.Envelope)
+		if err := json.Unmarshal(m.Data(), env); err != nil {
+			f.m.routed.WithLabelValues("bad_envelope").Inc()
+			f.log.Warn("skipping an envelope that does not decode", "err", err)
+			_ = m.Term()
+			return
+		}
 	}
 	if !env.Consent.Decided {
 		f.m.routed.WithLabelValues("undecided").Inc()
@@ -426,7 +429,7 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 	var to []*deliverer
 	var hold time.Duration
 	for _, d := range f.dests {
-		if Selects(d.d.Events, env.Event) && slices.Contains(env.Consent.Allowed, "forward:"+d.d.Name) {
+		if Selects(d.d.Events, env.Event) && slices.Contains(env.Consent.Allowed, d.use) {
 			to = append(to, d)
 			hold = max(hold, d.d.Hold.D())
 		}
@@ -437,23 +440,23 @@ func (f *Forwarder) route(m jetstream.Msg, held bool) {
 		return
 	}
 	if wait := time.UnixMilli(env.ReceivedAt).Add(hold).Sub(f.now()); wait > 0 {
-		if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 && !held {
+		if md, err := m.Metadata(); err == nil && md.NumDelivered == 1 && held == nil {
 			f.m.routed.WithLabelValues("held").Inc()
 		}
-		if wait <= f.hold && f.held.push(m, time.Now().Add(wait), f.cfg.HeldInMemory) {
+		if wait <= f.hold && f.held.push(m, env, time.Now().Add(wait), f.cfg.HeldInMemory) {
 			return
 		}
 		_ = m.NakWithDelay(wait)
 		return
 	}
-	if err := f.enrich(&env); err != nil {
+	if err := f.enrich(env); err != nil {
 		f.log.Error("reading identity links; the conversion is retried", "err", err)
 		_ = m.NakWithDelay(time.Second)
 		return
 	}
 	var msgs []bus.Msg
 	for _, d := range to {
-		msg, err := d.payload(&env)
+		msg, err := d.payload(env)
 		if err != nil {
 			f.m.routed.WithLabelValues("unbuildable").Inc()
 			f.log.Warn("no payload could be built", "destination", d.d.Name, "event", env.Event, "err", err)
@@ -503,14 +506,6 @@ const routeInFlight = 512
 
 // forwardMsg is a payload with the headers delivery needs.
 func forwardMsg(dest string, env *event.Envelope, data []byte) *nats.Msg {
-	msg := nats.NewMsg(Subject(dest, env.Event))
-	msg.Data = data
-	msg.Header.Set(HeaderSite, env.Site)
-	msg.Header.Set(HeaderProfile, env.Profile)
-	msg.Header.Set(HeaderEvent, env.Event)
-	msg.Header.Set(HeaderEventID, env.EventID)
-	msg.Header.Set(HeaderEventTime, strconv.FormatInt(max(env.EventTime, 0), 10))
-	msg.Header.Set(HeaderReceivedAt, strconv.FormatInt(env.ReceivedAt, 10))
 	u := &env.User
 	var others []string
 	for _, one := range []event.User{{AnonID: u.AnonID}, {ExternalIDSHA256: u.ExternalIDSHA256}, {EmailSHA256: u.EmailSHA256}, {PhoneSHA256: u.PhoneSHA256}} {
@@ -518,10 +513,21 @@ func forwardMsg(dest string, env *event.Envelope, data []byte) *nats.Msg {
 			others = append(others, p)
 		}
 	}
-	if len(others) > 0 {
-		msg.Header.Set(HeaderProfiles, strings.Join(others, ","))
+	// One backing array for the header's values, one map sized for them
+	// (and for the Nats-Msg-Id the publisher adds).
+	vals := [...]string{env.Site, env.Profile, env.Event, env.EventID,
+		strconv.FormatInt(max(env.EventTime, 0), 10), strconv.FormatInt(env.ReceivedAt, 10), strings.Join(others, ",")}
+	keys := [...]string{HeaderSite, HeaderProfile, HeaderEvent, HeaderEventID, HeaderEventTime, HeaderReceivedAt, HeaderProfiles}
+	n := len(keys)
+	if len(others) == 0 {
+		n-- // no Tw-Profiles
 	}
-	return msg
+	vs := vals[:n:n]
+	h := make(nats.Header, n+1)
+	for i := range n {
+		h[keys[i]] = vs[i : i+1 : i+1]
+	}
+	return &nats.Msg{Subject: Subject(dest, env.Event), Data: data, Header: h}
 }
 
 // watchLag reports each consumer's backlog every 5 seconds.

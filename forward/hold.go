@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tagway/tagway/gateway/event"
 )
 
 // Holding. A conversion waits out its destinations' hold (the other copy
@@ -22,7 +24,8 @@ import (
 // conversion cost the broker a nak, a timed redelivery read back from the
 // stream, and the router a second delivery and decode: two of the dozen
 // broker messages a server event costs. The in-memory hold costs a heap
-// entry and the message (~2 KiB).
+// entry, the message and its decoded envelope (~3 KiB), which is routed
+// when the hold ends without being decoded again.
 
 // routeAckSlack is what the router's AckWait allows beyond the longest hold:
 // the wait for the PubAcks (routePubAckTimeout) and some. A variable only
@@ -33,8 +36,9 @@ var routeAckSlack = 30 * time.Second
 const routePubAckTimeout = 10 * time.Second
 
 type heldMsg struct {
-	m  jetstream.Msg
-	at time.Time // when the hold ends
+	m   jetstream.Msg
+	env *event.Envelope // m's, decoded: routed without decoding it again
+	at  time.Time       // when the hold ends
 }
 
 type heldHeap []heldMsg
@@ -61,13 +65,13 @@ type holdQueue struct {
 func newHoldQueue() *holdQueue { return &holdQueue{wake: make(chan struct{}, 1)} }
 
 // push queues m until at; false when the queue already has max entries.
-func (q *holdQueue) push(m jetstream.Msg, at time.Time, max int) bool {
+func (q *holdQueue) push(m jetstream.Msg, env *event.Envelope, at time.Time, max int) bool {
 	q.mu.Lock()
 	if len(q.h) >= max {
 		q.mu.Unlock()
 		return false
 	}
-	heap.Push(&q.h, heldMsg{m, at})
+	heap.Push(&q.h, heldMsg{m, env, at})
 	first := q.h[0].m == m
 	q.mu.Unlock()
 	if first {
@@ -121,7 +125,7 @@ func (f *Forwarder) releaseHeld(ctx context.Context) {
 		var next time.Duration
 		due, next = f.held.due(time.Now(), due[:0])
 		for i := range due {
-			f.route(due[i].m, true)
+			f.route(due[i].m, due[i].env)
 			due[i] = heldMsg{}
 		}
 		if len(due) > 0 {

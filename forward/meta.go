@@ -183,6 +183,7 @@ func metaCustomData(p *props, d *drops) *metaCustom {
 // https://developers.facebook.com/documentation/ads-commerce/conversions-api/parameters/main-body
 func MetaRequest(data [][]byte, testEventCode string) []byte {
 	var b bytes.Buffer
+	b.Grow(48 + len(testEventCode) + arrayLen(data))
 	b.WriteString(`{"data":`)
 	writeArray(&b, data)
 	if testEventCode != "" {

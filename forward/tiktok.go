@@ -170,6 +170,7 @@ func TikTokRequest(eventSource, eventSourceID, testEventCode string, data [][]by
 		eventSource = "web"
 	}
 	var b bytes.Buffer
+	b.Grow(96 + len(eventSource) + len(eventSourceID) + len(testEventCode) + arrayLen(data))
 	b.WriteString(`{"event_source":`)
 	writeJSONString(&b, eventSource)
 	b.WriteString(`,"event_source_id":`)
@@ -204,6 +205,15 @@ func writeJSONString(b *bytes.Buffer, s string) {
 		q = []byte(`""`)
 	}
 	b.Write(q)
+}
+
+// arrayLen is the length writeArray writes.
+func arrayLen(elems [][]byte) int {
+	n := 1 + len(elems)
+	for _, e := range elems {
+		n += len(e)
+	}
+	return n
 }
 
 // writeArray writes elements, which must each be a JSON value, as an array.
