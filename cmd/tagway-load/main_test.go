@@ -39,7 +39,7 @@ func TestLoadSmoke(t *testing.T) {
 		// delivered to segments, and leaves at least a dedup record in Badger.
 		if pe := r.PerEvent; r.Target == "tagway" && r.Mode == "closed" &&
 			(pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5 || pe.BadgerBytes < 20 ||
-				pe.HeapAllocBytes < 1000 || pe.GCCycles <= 0) { // an event allocates its envelope, decoded and encoded, at least
+				pe.HeapAllocBytes < 1000) { // an event allocates its envelope, decoded and encoded, at least (a short run may see no GC cycle)
 			t.Errorf("%s: work per event %+v", r.Scenario, pe)
 		} else if r.Target == "tagway" && r.Mode == "closed" && pe.BrokerStoredBy["TW_EVENTS"] < 0.5 {
 			t.Errorf("%s: TW_EVENTS stored %v per event", r.Scenario, pe.BrokerStoredBy)
