@@ -321,3 +321,41 @@ func countFailed(f []bool) int {
 	}
 	return n
 }
+
+// A profile keeps its key, and so its ref, across a restart: the filter of
+// keys in front of Badger is loaded from what is stored (without it, a
+// profile's next record would get a new key and a new ref, and the old
+// records would no longer be found by profile).
+func TestProfileRefSurvivesReopen(t *testing.T) {
+	l, db, now := openLog(t)
+	fill(t, l, now, 2)
+	before := refOf1(l, "a:alice")
+	if before == "" {
+		t.Fatal("no ref")
+	}
+	l2 := New(db, func() time.Time { return *now })
+	if l2.secrets == nil || !l2.secrets.MayContain(secretKey("shop", "a:alice")) {
+		t.Fatal("the reopened log's filter does not hold alice's key")
+	}
+	for _, p := range []string{"a:alice", "a:carol"} {
+		if err := l2.Append(&Record{Kind: KindConsent, Site: "shop", Profile: p, Data: []byte(`{}`)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, refs := 0, map[string]bool{}
+	_ = l2.Query("shop", "a:alice", time.Time{}, time.Time{}, func(r *Record) error { n++; refs[r.ProfileRef] = true; return nil })
+	if n != 2 || len(refs) != 1 || !refs[before] {
+		t.Fatalf("after reopening: %d records of alice, refs %v (was %s)", n, refs, before)
+	}
+	// A new profile gets a key, and the filter holds it from then on.
+	if !l2.secrets.MayContain(secretKey("shop", "a:carol")) || refOf1(l2, "a:carol") == "" || refOf1(l2, "a:carol") == before {
+		t.Fatal("carol's key not in the filter, or no ref of her own")
+	}
+}
+
+// refOf1 is the ref of a profile's last record ("" when none).
+func refOf1(l *Log, profile string) string {
+	var got string
+	_ = l.Query("shop", profile, time.Time{}, time.Time{}, func(r *Record) error { got = r.ProfileRef; return nil })
+	return got
+}
