@@ -381,14 +381,6 @@ type Ack struct {
 	Unsure bool
 }
 
-// unsure reports whether err, the outcome of a message that was sent, leaves
-// open whether the stream stored it: only an answer from the stream (an API
-// error) or from the server (no stream on the subject) says it did not.
-func unsure(err error) bool {
-	var apiErr *jetstream.APIError
-	return !errors.As(err, &apiErr) && !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders)
-}
-
 // PublishBatch publishes msgs asynchronously and waits until every one is
 // acknowledged, failed, or ctx / the publish timeout ends. acks[i] is msgs[i]'s
 // outcome. It never reports success for a message the stream did not confirm.

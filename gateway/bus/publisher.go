@@ -167,21 +167,20 @@ func (p *Publisher) publish(g *group, msgs []Msg) {
 func (p *Publisher) send(m *Msg, tok uint64) error {
 	var buf [48]byte
 	reply := string(strconv.AppendUint(append(buf[:0], p.prefix...), tok, 36))
-	mh := p.hdrs.Get().(*msgHeader)
-	defer p.hdrs.Put(mh)
-	h := mh.h
-	if m.Header != nil {
-		h = m.Header // the caller's own, with the id added
-	}
-	mh.id[0] = m.MsgID
+	h := m.Header // the caller's own, with the id added for the call
 	if m.MsgID != "" {
+		mh := p.hdrs.Get().(*msgHeader)
+		defer p.hdrs.Put(mh)
+		if h == nil {
+			h = mh.h
+		}
+		mh.id[0] = m.MsgID
 		h[jetstream.MsgIDHeader] = mh.id
+		// nats.go writes the headers into its buffer before PublishMsg
+		// returns: the pooled map and slice can be used again after.
+		defer delete(h, jetstream.MsgIDHeader)
 	}
-	// nats.go writes the headers into its buffer before PublishMsg
-	// returns: the pooled map can be used again after.
-	err := p.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Reply: reply, Header: h, Data: m.Data})
-	delete(h, jetstream.MsgIDHeader)
-	return err
+	return p.nc.PublishMsg(&nats.Msg{Subject: m.Subject, Reply: reply, Header: h, Data: m.Data})
 }
 
 // acquire takes a slot, waiting up to stallWait.
@@ -338,15 +337,20 @@ func (p *Publisher) sweep() {
 			p.queue = p.queue[:0]
 		}
 		n := 0
-		for n < len(p.queue) && p.queue[n].deadline <= now {
-			if pm, ok := p.pending[p.queue[n].token]; ok {
-				delete(p.pending, p.queue[n].token)
-				expired = append(expired, pm)
+		for ; n < len(p.queue); n++ {
+			pm, ok := p.pending[p.queue[n].token]
+			if !ok {
+				continue // answered: drop it now, not at its deadline
 			}
-			n++
+			if p.queue[n].deadline > now {
+				break
+			}
+			delete(p.pending, p.queue[n].token)
+			expired = append(expired, pm)
 		}
-		// Drop the expired head; answered tokens further on are skipped
-		// when their turn comes. Compact once the dead head is most of it.
+		// Drop the head (expired or answered); answered tokens behind a
+		// pending one wait for the next turn. Compact once the dropped head
+		// is most of the array.
 		p.queue = p.queue[n:]
 		if cap(p.queue) > 1024 && len(p.queue) < cap(p.queue)/4 {
 			p.queue = append(make([]timed, 0, 2*len(p.queue)), p.queue...)
