@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -200,6 +201,16 @@ func (c *Config) Validate() (*Program, error) {
 //	gr                          → the rule set last evaluated (JSON)
 
 func stateKey(site, id string) []byte { return []byte("gs" + site + "\x00" + id) }
+
+// key is s's state key as a string (the maps of dirty, dead and outbox
+// states are keyed by it), made once: a profile's key was built as a
+// string, then bytes, then a string again at each use.
+func (s *state) key() string {
+	if s.skey == "" {
+		s.skey = "gs" + s.site + "\x00" + s.id
+	}
+	return s.skey
+}
 func aliasKey(site, kind, v string) []byte {
 	return []byte("ga" + site + "\x00" + kind + v)
 }
@@ -385,7 +396,7 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 	touched := map[string]*touch{}
 	// mark queues a profile for evaluation; reason "" means "event <names>".
 	mark := func(s *state, reason string, full bool, ev string) {
-		k := string(stateKey(s.site, s.id))
+		k := s.key()
 		t := touched[k]
 		if t == nil {
 			t = &touch{s: s, events: map[string]bool{}}
@@ -454,12 +465,12 @@ func (e *Engine) apply(batch []jetstream.Msg) error {
 				continue
 			}
 			s.uses, s.usesAt = e.keepUses(c.Allowed), c.At
-			e.dirty[string(stateKey(s.site, s.id))] = s
+			e.dirty[s.key()] = s
 			mark(s, "consent", true, "")
 		}
 	}
 	for _, t := range touched {
-		if e.dead[string(stateKey(t.s.site, t.s.id))] {
+		if e.dead[t.s.key()] {
 			continue
 		}
 		reason := t.reason
@@ -606,7 +617,7 @@ func (e *Engine) evaluate(s *state, now time.Time, reason string, due int64, ful
 		}
 		s.due = next
 	}
-	e.dirty[string(stateKey(s.site, s.id))] = s
+	e.dirty[s.key()] = s
 }
 
 func keys(m map[string]bool) []string {
@@ -646,14 +657,30 @@ func (e *Engine) queue(s *state, seg, op string, at, due int64, reason string) {
 		s.trans = map[string]uint32{}
 	}
 	s.trans[seg]++
-	// The n-th change of this profile (epoch firstSeen) in this segment:
-	// the same id however batches fall, before or after a crash.
-	idb := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s\x00%d", s.site, s.id, s.firstSeen, seg, s.trans[seg]))
-	s.pending = append(s.pending, Delta{ID: hex.EncodeToString(idb[:16]), Segment: seg, Site: s.site, Profile: s.id, Op: op, At: at, Due: due,
+	s.pending = append(s.pending, Delta{ID: deltaID(s.site, s.id, s.firstSeen, seg, s.trans[seg]), Segment: seg, Site: s.site, Profile: s.id, Op: op, At: at, Due: due,
 		Reason: reason, Identifiers: Identifiers{EmailSHA256: s.email, PhoneSHA256: s.phone, ExternalIDSHA256: s.extID}})
-	e.outbox[string(stateKey(s.site, s.id))] = s
-	e.m.deltas.WithLabelValues(op).Inc()
+	e.outbox[s.key()] = s
+	if op == "add" {
+		e.m.deltaAdd.Inc()
+	} else {
+		e.m.deltaRemove.Inc()
+	}
 	e.m.deltaN.Add(1)
+}
+
+// deltaID is the id of the n-th change of a profile (epoch firstSeen) in a
+// segment: the same however batches fall, before or after a crash, and
+// from one version to the next (TW_AUDIENCE's Nats-Msg-Id): the first 16
+// bytes, hex, of SHA-256("site\x00profile\x00firstSeen\x00segment\x00n").
+func deltaID(site, profile string, firstSeen int64, seg string, n uint32) string {
+	var buf [160]byte
+	b := append(append(buf[:0], site...), 0)
+	b = append(append(b, profile...), 0)
+	b = append(strconv.AppendInt(b, firstSeen, 10), 0)
+	b = append(append(b, seg...), 0)
+	b = strconv.AppendUint(b, uint64(n), 10)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
 }
 
 // flushChunk is how many entries flush commits at a time (see kv.Chunked):
@@ -795,7 +822,7 @@ func (e *Engine) publishOutbox() {
 		}
 		if ok {
 			p.s.pending = nil
-			delete(e.outbox, string(stateKey(p.s.site, p.s.id)))
+			delete(e.outbox, p.s.key())
 		} else {
 			e.m.publishErrors.Inc()
 		}

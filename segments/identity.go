@@ -122,7 +122,7 @@ func (e *Engine) applyEvent(env *event.Envelope, seq uint64, now time.Time) (*st
 			}
 		}
 	}
-	e.dirty[string(stateKey(s.site, s.id))] = s
+	e.dirty[s.key()] = s
 	return s, merged, nil
 }
 
@@ -143,7 +143,7 @@ func (e *Engine) applyLink(l *event.IdentityLink, now time.Time) (*state, []*sta
 			*f.dst = f.v
 		}
 	}
-	e.dirty[string(stateKey(s.site, s.id))] = s
+	e.dirty[s.key()] = s
 	return s, merged, nil
 }
 
@@ -340,15 +340,15 @@ func (e *Engine) merge(dst, src *state) {
 	dst.pending = append(dst.pending, src.pending...)
 	src.pending = nil
 	if len(dst.pending) > 0 {
-		e.outbox[string(stateKey(dst.site, dst.id))] = dst
+		e.outbox[dst.key()] = dst
 	}
 	src.streams = nil
 	src.email, src.phone, src.extID = "", "", ""
 	src.aliases = nil
 	src.merged = dst.id
-	k := string(stateKey(dst.site, dst.id))
+	k := dst.key()
 	e.dirty[k] = dst
-	e.dirty[string(stateKey(src.site, src.id))] = src
+	e.dirty[src.key()] = src
 }
 
 func (s *state) addEntry(id uint32, x entry) {

@@ -15,6 +15,8 @@ type metrics struct {
 	recorded      prometheus.Counter
 	skipped       *prometheus.CounterVec
 	deltas        *prometheus.CounterVec
+	deltaAdd      prometheus.Counter // deltas{op="add"}
+	deltaRemove   prometheus.Counter // deltas{op="remove"}
 	merges        prometheus.Counter
 	profiles      prometheus.Counter
 	swept         prometheus.Counter
@@ -98,5 +100,6 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 				held:    prometheus.NewDesc("tagway_segment_held_out", "Profiles matching the segment but held out as its control group.", []string{"segment"}, nil),
 			})
 	}
+	m.deltaAdd, m.deltaRemove = m.deltas.WithLabelValues("add"), m.deltas.WithLabelValues("remove")
 	return m
 }

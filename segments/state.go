@@ -29,6 +29,7 @@ const maxEntries = 512
 // (encode/decode) is what Badger stores under "gs"+site+0+profile.
 type state struct {
 	site, id string
+	skey     string // key(), once made (not stored)
 	// seq is the last TW_EVENTS stream sequence applied, so a redelivered
 	// event is never counted twice.
 	seq uint64

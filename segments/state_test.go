@@ -3,9 +3,12 @@ package segments
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -135,5 +138,25 @@ func TestStateVersion2BadAliases(t *testing.T) {
 	bad := (&state{site: "s", id: "a:1", aliases: []string{"a1"}}).encode(nil, prog)
 	if _, err := decodeState("s", "x:1", bad); err == nil {
 		t.Error("an anon alias reference decoded for an x: profile")
+	}
+}
+
+// Delta ids do not change from one version to the next (TW_AUDIENCE's
+// Nats-Msg-Id: a delta published before an upgrade and again after it must
+// be taken for the same): the format the ids were first made with.
+func TestDeltaIDFormat(t *testing.T) {
+	for _, c := range []struct {
+		site, profile, seg string
+		first              int64
+		n                  uint32
+	}{{"shop", "a:0123456789abcdef0123456789abcdef", "cart_abandoners_7d", 1763800000000, 1},
+		{"s", "x:" + strings.Repeat("f", 64), "high_value", -5, 4294967295}, {"", "", "", 0, 0}} {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%s\x00%d", c.site, c.profile, c.first, c.seg, c.n))
+		if got, want := deltaID(c.site, c.profile, c.first, c.seg, c.n), hex.EncodeToString(sum[:16]); got != want {
+			t.Errorf("%+v: %s, want %s", c, got, want)
+		}
+	}
+	if got := deltaID("shop", "a:1", 1, "s", 2); got != "65b2ad311cea083d42c7593d9255cb5c" { // sha256sum of "shop\0a:1\01\0s\02", first 16 bytes
+		t.Errorf("a known id changed: %s", got)
 	}
 }
