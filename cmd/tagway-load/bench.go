@@ -310,7 +310,11 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 			go func() { defer prof.Done(); srv.trace(min(o.duration, 20*time.Second), tp) }()
 			fmt.Fprintf(log, "execution trace of the open loop: %s (go tool trace %s)\n", tp, tp)
 		}
+		cpuOpen := srv.cpuSeconds()
 		ol := openLoop(ctx, srv.url, sc, tr, o, rate)
+		// The server's cores over the open loop: whether the consumers
+		// falling behind (lags below) is the CPU or waiting.
+		ol.ServerCores = (srv.cpuSeconds() - cpuOpen) / ol.Seconds
 		prof.Wait()
 		p99, n, lags := w.finish()
 		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags

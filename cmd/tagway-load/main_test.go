@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,11 @@ func TestLoadSmoke(t *testing.T) {
 			timed += r.Deltas
 			if _, ok := r.Lags["tw-segments"]; !ok {
 				t.Errorf("%s: no tw-segments backlog sampled: %v", r.Scenario, r.Lags)
+			}
+			// The server works through an open loop: its cores are measured
+			// (a share of the box's, never above the cores it has).
+			if r.ServerCores <= 0 || r.ServerCores > float64(runtime.NumCPU())+0.5 {
+				t.Errorf("%s: open loop's server cores %v", r.Scenario, r.ServerCores)
 			}
 		}
 	}
