@@ -38,18 +38,29 @@ func browser(t *testing.T) context.Context {
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.Headless, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-quic", true),
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	ctx, cancel3 := context.WithTimeout(ctx, 60*time.Second)
-	t.Cleanup(cancel3)
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
+		chromedp.Flag("disable-sync", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-quic", true))
+	// A start can fail on a loaded machine (a 2-core run of the whole
+	// suite saw Chromium exit at once, "chrome failed to start", and start
+	// fine alone): it is tried three times before the test fails.
+	var err error
+	for try := 1; try <= 3; try++ {
+		actx, cancel := chromedp.NewExecAllocator(context.Background(), append(opts, chromedp.UserDataDir(t.TempDir()))...)
+		ctx, cancel2 := chromedp.NewContext(actx)
+		ctx, cancel3 := context.WithTimeout(ctx, 60*time.Second)
+		if err = chromedp.Do(ctx); err == nil {
+			t.Cleanup(cancel)
+			t.Cleanup(cancel2)
+			t.Cleanup(cancel3)
+			return ctx
+		}
+		cancel3()
+		cancel2()
+		cancel()
+		t.Logf("starting Chromium (try %d of 3): %v", try, err)
+		time.Sleep(time.Second)
 	}
-	return ctx
+	t.Fatalf("starting Chromium: %v", err)
+	return nil
 }
 
 // waitEvents polls the stream until want events are there (or 15 s pass).
