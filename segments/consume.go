@@ -235,6 +235,11 @@ func (e *Engine) loop(ctx context.Context, f *msgFeed) {
 			}
 		}
 		batch = batch[:0]
+		if len(f.in) == 0 {
+			// Nothing waits to be applied: settle the deltas in flight now
+			// rather than with the next batch, so that Applied is current.
+			e.settleIdle()
+		}
 		select {
 		case <-ctx.Done():
 			e.drain(f, batch)
@@ -268,6 +273,18 @@ func (e *Engine) loop(ctx context.Context, f *msgFeed) {
 		}
 		linger.Stop()
 		e.run(batch)
+	}
+}
+
+// settleIdle settles the deltas in flight, if any (see deltaGroup).
+func (e *Engine) settleIdle() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.crashed || e.inflight == nil {
+		return
+	}
+	if err := e.settle(); err != nil {
+		e.fail(err)
 	}
 }
 
@@ -399,6 +416,7 @@ func (e *Engine) fail(err error) {
 	clear(e.dirty)
 	clear(e.dead)
 	clear(e.outbox)
+	e.inflight = nil // its deltas are computed again, with the same ids
 	clear(e.unacked)
 	e.idx = e.idx[:0]
 	e.uncommitted = 0
@@ -451,10 +469,9 @@ func (e *Engine) scanPublished(ctx context.Context) error {
 // to be published: a stored state must never claim a membership whose
 // delta JetStream does not hold.
 func (e *Engine) commit() error {
-	if len(e.outbox) > 0 {
-		e.publishOutbox()
-		if len(e.outbox) > 0 {
-			return fmt.Errorf("segments: %d profiles' deltas not published yet", len(e.outbox))
+	if e.inflight != nil || len(e.outbox) > 0 {
+		if err := e.publishOutbox(); err != nil {
+			return err
 		}
 	}
 	if e.crashBeforeCommit != nil && e.crashBeforeCommit() {

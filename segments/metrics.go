@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, e *Engine) *metrics {
 		republishSkipped: prometheus.NewCounter(prometheus.CounterOpts{Name: "tagway_segments_republish_skipped_total",
 			Help: "Deltas recomputed after a crash or a dropped batch that TW_AUDIENCE already held (read back at start), so not published again."}),
 		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tagway_segments_batch_seconds",
-			Help: "Time to apply, store and publish one batch.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+			Help: "Time to apply one batch (and to store it when a commit falls due); its deltas are published without waiting for their PubAcks, which the next batch or commit awaits.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	lookups := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tagway_segments_alias_lookups_total",
 		Help: "Identifier → profile lookups, by where they were answered: filter (certainly new, no read), cache, or badger."}, []string{"answer"})

@@ -2,6 +2,7 @@ package segments
 
 import (
 	"context"
+	"fmt"
 	dto "github.com/prometheus/client_model/go"
 	"testing"
 	"time"
@@ -242,4 +243,49 @@ func waitCrashed(t *testing.T, r *rig) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// While a batch's deltas await their PubAcks the engine applies the next
+// batch; a profile's deltas still reach TW_AUDIENCE in the order they were
+// made, each once. With a backlog in batches of 2, a profile's AddToCart
+// (an add) and its purchase (a remove) often fall in consecutive batches:
+// the remove is made while the add is in flight.
+func TestDeltasInOrderWhileInFlight(t *testing.T) {
+	r := newRig(t, "batch: 2\nlinger: 1ms\nmax_uncommitted: 100000\ncommit: 1m\n"+cartRules)
+	r.close() // a backlog: every event waits when the engine starts
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n = 300
+	// Two messages apart, a profile's events never share a batch of 2.
+	for i := range n {
+		p := fmt.Sprintf("p%d", i)
+		r.publishEvent(ctx, ev{name: "AddToCart", anon: p})
+		r.publishEvent(ctx, ev{name: "PageView", anon: "other"})
+		r.publishEvent(ctx, ev{name: "CompletePayment", anon: p})
+	}
+	last := r.publishEvent(ctx, ev{name: "PageView", anon: "other"})
+	r.open()
+	r.waitApplied(last)
+	r.e.mu.Lock()
+	made := r.e.madeInFlight
+	err := r.e.commit()
+	r.e.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made == 0 {
+		t.Fatalf("no profile was given a delta while its earlier one was in flight: the case is not exercised (%d deltas)", len(r.allDeltas()))
+	}
+	ds := r.allDeltas()
+	m := members(t, ds) // fails on a remove before its add, or a second add
+	adds := 0
+	for _, d := range ds {
+		if d.Op == "add" {
+			adds++
+		}
+	}
+	if in := inSet(m["cart_abandoners_7d"]); len(in) != 0 || adds != n || len(ds) != 2*n {
+		t.Fatalf("%d deltas, %d adds; still members: %v", len(ds), adds, in)
+	}
+	t.Logf("%d profiles added and removed, %d given a delta while one was in flight", adds, made)
 }
