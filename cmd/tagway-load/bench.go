@@ -71,6 +71,9 @@ type Result struct {
 	// stalls.
 	StartedAtMs int64    `json:"started_at_ms,omitempty"`
 	Timeline    []Second `json:"timeline,omitempty"`
+	// TraceWaits (open loop, with --trace): where the time went, read from
+	// the execution trace.
+	TraceWaits *TraceWaits `json:"trace_waits,omitempty"`
 }
 
 // Second is the open loop's requests scheduled in one second.
@@ -301,8 +304,9 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		if err != nil {
 			return nil, fmt.Errorf("watching NATS: %w", err)
 		}
+		tp := ""
 		if o.trace {
-			tp := filepath.Join(o.out, "trace-"+stamp+".out")
+			tp = filepath.Join(o.out, "trace-"+stamp+".out")
 			if sc.batch == 0 {
 				tp = filepath.Join(o.out, "trace-"+stamp+"-browser.out")
 			}
@@ -316,6 +320,13 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		// falling behind (lags below) is the CPU or waiting.
 		ol.ServerCores = (srv.cpuSeconds() - cpuOpen) / ol.Seconds
 		prof.Wait()
+		if tp != "" {
+			if tw, err := analyzeTrace(tp); err != nil {
+				fmt.Fprintf(log, "reading the execution trace: %v\n", err)
+			} else {
+				ol.TraceWaits = tw
+			}
+		}
 		p99, n, lags := w.finish()
 		ol.Target, ol.DeltaP99ms, ol.Deltas, ol.Lags = "tagway", float64(p99)/float64(time.Millisecond), n, lags
 		// The heap at the open loop's end, when the backlog is largest.
@@ -802,6 +813,9 @@ func printReport(w io.Writer, rep *Report) {
 				fmt.Fprintf(w, " %ds %.0f/%.0f", s.At, s.MaxMs, s.P99ms)
 			}
 			fmt.Fprintln(w)
+		}
+		if r.TraceWaits != nil {
+			printTraceWaits(w, r.Scenario, r.TraceWaits)
 		}
 		if r.Lags == nil && r.Deltas == 0 {
 			continue

@@ -162,6 +162,24 @@ func TestStagesAndTrace(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(dir, "trace-"+strings.TrimSuffix(filepath.Base(report), ".json")+".out")); err != nil || st.Size() == 0 {
 		t.Fatalf("execution trace: %v\n%s", err, log.String())
 	}
+	// The trace is read: the server's Ps ran, the request handlers woke
+	// (runnable) and blocked on their PubAcks, and no consumer ran.
+	for _, r := range rep.Results {
+		if r.Mode != "open" {
+			continue
+		}
+		tw := r.TraceWaits
+		if tw == nil || tw.BusyPs <= 0 || tw.BusyPs > float64(runtime.NumCPU())+0.01 || len(tw.Running) == 0 || tw.HandlerRunnable.N == 0 {
+			t.Fatalf("trace waits: %+v", tw)
+		}
+		published := false
+		for _, s := range tw.HandlerBlocked {
+			published = published || (strings.Contains(s.What, "PublishWait") && s.N > 0 && s.MS > 0)
+		}
+		if !published || len(tw.Consumers) != 0 {
+			t.Fatalf("handlers blocked %+v; consumers %+v", tw.HandlerBlocked, tw.Consumers)
+		}
+	}
 }
 
 // runReport runs tagway-load with args (whose --out is dir), its output to
