@@ -58,7 +58,6 @@ type WaitStats struct {
 type goInfo struct {
 	start    string // the function it started in
 	since    trace.Time
-	state    trace.GoState
 	handler  bool   // its last known stack was serving a request
 	where    string // where it blocked
 	runStart trace.Time
@@ -172,7 +171,7 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 			g.where = ""
 			g.runStart = t
 		}
-		g.state, g.since = to, t
+		g.since = t
 	}
 	span := float64(last-first) / 1e6
 	if span <= 0 {
