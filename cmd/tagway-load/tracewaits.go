@@ -165,11 +165,14 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 				}
 			}
 		}
-		if to == trace.GoWaiting {
+		switch to {
+		case trace.GoWaiting:
 			g.where = where(st.Stack)
-		} else if to == trace.GoRunning {
+		case trace.GoRunning:
 			g.where = ""
 			g.runStart = t
+		default: // runnable (its wait for a P counts, even after an idle wait), in a syscall
+			g.where = ""
 		}
 		g.since = t
 	}
