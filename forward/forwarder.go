@@ -392,33 +392,28 @@ func (f *Forwarder) storeLinks(ctx context.Context) {
 	for {
 		select {
 		case x := <-f.linkQ:
-			batch = append(batch[:0], x)
+			f.writeLinks(f.queuedLinks(append(batch[:0], x)))
 		case <-ctx.Done():
-			batch = batch[:0]
-			for {
-				select {
-				case x := <-f.linkQ:
-					if batch = append(batch, x); len(batch) == linkBatch {
-						f.writeLinks(batch)
-						batch = batch[:0]
-					}
-				default:
-					f.writeLinks(batch)
-					return
-				}
+			for batch = f.queuedLinks(batch[:0]); len(batch) > 0; batch = f.queuedLinks(batch[:0]) {
+				f.writeLinks(batch)
 			}
+			return
 		}
-	more:
-		for len(batch) < linkBatch {
-			select {
-			case x := <-f.linkQ:
-				batch = append(batch, x)
-			default:
-				break more
-			}
-		}
-		f.writeLinks(batch)
 	}
+}
+
+// queuedLinks appends the links already queued to batch, up to linkBatch,
+// without waiting for more.
+func (f *Forwarder) queuedLinks(batch []linkMsg) []linkMsg {
+	for len(batch) < linkBatch {
+		select {
+		case x := <-f.linkQ:
+			batch = append(batch, x)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // writeLinks merges each link's aliases into what its key holds (the first

@@ -135,7 +135,7 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 			ms = float64(t-g.since) / 1e6
 		}
 		if from == trace.GoRunning && g.runStart != 0 {
-			running[g.start] += float64(t-g.runStart) / 1e6
+			running[short(g.start)] += float64(t-g.runStart) / 1e6
 			g.runStart = 0
 		}
 		if st.Stack != (trace.Stack{}) && (to == trace.GoWaiting || to == trace.GoRunnable || to == trace.GoSyscall) {
@@ -185,7 +185,7 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 	runShares := map[string]*Share{}
 	for k, v := range running {
 		busy += v
-		runShares[short(k)] = &Share{What: short(k), MS: v + shareMS(runShares[short(k)])}
+		runShares[k] = &Share{What: k, MS: v}
 	}
 	tw.BusyPs = busy / span
 	tw.Running = top(runShares, 12)
@@ -194,13 +194,6 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 	tw.HandlerBlockedOver5ms = top(blocked5, 6)
 	tw.Consumers = top(consumers, 14)
 	return tw, nil
-}
-
-func shareMS(s *Share) float64 {
-	if s == nil {
-		return 0
-	}
-	return s.MS
 }
 
 func waitStats(ds []float64) WaitStats {
