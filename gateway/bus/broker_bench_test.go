@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -15,47 +14,13 @@ import (
 	"github.com/tagway/tagway/gateway/bus/bustest"
 )
 
-// What the embedded broker costs per message on this machine, in CPU time
-// of the whole process (server and client): a message stored in TW_EVENTS
-// (published in groups of 20 with a Nats-Msg-Id, as the edge does), and a
-// message delivered from it to a durable pull consumer and acknowledged,
-// every 256th (AckAll, as segments does) or each (as forward does). The
-// README's budget argument multiplies these by the messages a server
-// event stores and the deliveries it costs.
-
-func BenchmarkBrokerStore(b *testing.B) {
-	bs := bustest.OpenEmbedded(b)
-	if err := bs.EnsureStreams(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	data := []byte(strings.Repeat("x", 600)) // an envelope's size
-	var next atomic.Int64
-	b.ReportAllocs()
-	b.SetParallelism(16) // 32 requests in flight, as the load test's closed loop
-	cpu0 := cpuSeconds()
-	b.RunParallel(func(pb *testing.PB) {
-		msgs, acks := make([]bus.Msg, 0, 20), make([]bus.Ack, 20)
-		for pb.Next() { // one op: one message, published in groups of 20
-			n := next.Add(1)
-			msgs = append(msgs, bus.Msg{Subject: "tw.events.s.A", MsgID: "s|A|" + strconv.FormatInt(n, 10), Data: data})
-			if len(msgs) < 20 {
-				continue
-			}
-			bs.PublishBatch(context.Background(), msgs, acks)
-			for _, a := range acks {
-				if a.Err != nil {
-					b.Error(a.Err)
-					return
-				}
-			}
-			msgs = msgs[:0]
-		}
-		if len(msgs) > 0 {
-			bs.PublishBatch(context.Background(), msgs, acks[:len(msgs)])
-		}
-	})
-	b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N)*1e6, "cpu-µs/msg")
-}
+// What the embedded broker costs per message delivered on this machine, in
+// CPU time of the whole process (server and client): a message stored in
+// TW_EVENTS delivered to a durable pull consumer and acknowledged, every
+// 256th (AckAll, as segments does) or each (as forward does). Its cost per
+// message stored is BenchmarkPublishBatch's. The README's budget argument
+// multiplies these by the messages a server event stores and the
+// deliveries it costs.
 
 func BenchmarkBrokerDeliver(b *testing.B) {
 	for _, tc := range []struct {
