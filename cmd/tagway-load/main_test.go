@@ -67,12 +67,21 @@ func TestLoadSmoke(t *testing.T) {
 			if r.ServerCores <= 0 || r.ServerCores > float64(runtime.NumCPU())+0.5 {
 				t.Errorf("%s: open loop's server cores %v", r.Scenario, r.ServerCores)
 			}
+			// And what an event cost at that rate, catch-up included: its
+			// CPU, and its work counted (each event is stored and delivered).
+			if pe := r.PerEvent; r.Drained && (r.CPUPerEventUS <= 0 || pe == nil || pe.BrokerStored < 0.5 || pe.BrokerDelivered < 0.5 || pe.BadgerEntries < 0.5) {
+				t.Errorf("%s: open loop's CPU per event %v µs, work per event %+v", r.Scenario, r.CPUPerEventUS, pe)
+			}
 		}
 	}
 	if timed == 0 {
 		t.Error("no event → delta latency was timed")
 	}
-	for _, p := range []string{rep.CPUProfile, rep.CPUProfileBrowser, rep.HeapProfile} {
+	var cpu []string // each scenario's peak, its catch-up and its open loop
+	for _, p := range []string{rep.CPUProfile, rep.CPUProfileBrowser} {
+		cpu = append(cpu, p, strings.TrimSuffix(p, ".pprof")+"-catchup.pprof", strings.TrimSuffix(p, ".pprof")+"-open.pprof")
+	}
+	for _, p := range append(cpu, rep.HeapProfile) {
 		if st, err := os.Stat(p); err != nil || st.Size() == 0 {
 			t.Fatalf("profile %q: %v", p, err)
 		}
