@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"expvar"
 	"fmt"
 	"strings"
 	"sync"
@@ -310,6 +311,42 @@ func TestConcurrentAppendsGroupCommit(t *testing.T) {
 		t.Fatalf("%d transactions for %d appends: no group commit", txns, callers*each)
 	}
 	t.Logf("%d appends in %d transactions", callers*each, l.group.Txns())
+}
+
+// An append chains to the head the log keeps in memory, not to a Badger
+// read of it (the head is rewritten by every append, so it has versions at
+// every level and a point read looks through all of them). After a failed
+// transaction the head is read again.
+func TestAppendsKeepTheHead(t *testing.T) {
+	l, _, _ := openLog(t)
+	gets := func() int64 { return expvar.Get("badger_get_num_user").(*expvar.Int).Value() }
+	rec := func() *Record { return &Record{Kind: KindConsent, Site: "shop", Data: []byte(`{}`)} }
+	if err := l.Append(rec()); err != nil { // the first reads it
+		t.Fatal(err)
+	}
+	before := gets()
+	for range 50 {
+		if err := l.Append(rec()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := gets() - before; d != 0 {
+		t.Fatalf("%d Badger reads for 50 appends", d)
+	}
+	errBad := errors.New("bad extra write")
+	if err := l.AppendTx(func(*badger.Txn) error { return errBad }, rec()); !errors.Is(err, errBad) {
+		t.Fatalf("failing append: %v", err)
+	}
+	before = gets()
+	if err := l.Append(rec()); err != nil {
+		t.Fatal(err)
+	}
+	if d := gets() - before; d != 1 {
+		t.Fatalf("%d Badger reads for the append after a failed one, want the head's", d)
+	}
+	if n, err := l.Verify(); err != nil || n != 52 {
+		t.Fatalf("verify: %d records, %v", n, err)
+	}
 }
 
 func countFailed(f []bool) int {

@@ -33,7 +33,16 @@ type Group struct {
 	qmu   sync.Mutex // guards queue
 	queue []*groupReq
 	txns  atomic.Int64
+	// committed, when set (OnCommit), hears each transaction's outcome.
+	committed func(err error)
 }
+
+// OnCommit makes fn hear the outcome of every transaction the group tries
+// (a group's, then each update's alone if the group's failed), right after
+// it and before the next one begins, under the commit lock: what the
+// updates of a transaction left in memory can be kept or dropped with it.
+// Set it before the first Update.
+func (g *Group) OnCommit(fn func(err error)) { g.committed = fn }
 
 type groupReq struct {
 	fn     func(txn *badger.Txn) error
@@ -83,8 +92,7 @@ func (g *Group) Update(weight int, fn func(txn *badger.Txn) error) error {
 // commit commits the group in one transaction, or, when that fails and
 // there is more than one, each alone. Called with mu held.
 func (g *Group) commit(group []*groupReq) {
-	g.txns.Add(1)
-	err := g.db.Update(func(txn *badger.Txn) error {
+	err := g.update(func(txn *badger.Txn) error {
 		for _, r := range group {
 			if err := r.fn(txn); err != nil {
 				return err
@@ -99,9 +107,18 @@ func (g *Group) commit(group []*groupReq) {
 		return
 	}
 	for _, r := range group {
-		g.txns.Add(1)
-		r.done <- g.db.Update(r.fn)
+		r.done <- g.update(r.fn)
 	}
+}
+
+// update runs one transaction and tells OnCommit's function how it went.
+func (g *Group) update(fn func(txn *badger.Txn) error) error {
+	g.txns.Add(1)
+	err := g.db.Update(fn)
+	if g.committed != nil {
+		g.committed(err)
+	}
+	return err
 }
 
 // Exclusive runs fn while no group commits: what fn reads and writes is not
