@@ -346,9 +346,9 @@ func bench(ctx context.Context, o options, stamp string, log io.Writer) (*Report
 		took, ok = waitDrained(srv.nats, o.drain, log)
 		ol.DrainSeconds, ol.Drained = took.Seconds(), ok
 		if ol.Events > 0 {
-			// As for the closed loop, catch-up included: at this rate the
-			// batches are smaller and Badger's compactions keep pace with the
-			// writes, so an event costs more than in the closed loop.
+			// As for the closed loop, catch-up included. At this rate an
+			// event costs more: the batches are smaller, and more of the
+			// profiles are returning ones (made by the closed loop), read.
 			ol.CPUPerEventUS = (srv.cpuSeconds() - cpuOpen) / float64(ol.Events) * 1e6
 			ol.PerEvent = srv.work().since(workOpen, float64(ol.Events))
 		}
