@@ -342,6 +342,13 @@ func (e *Engine) merge(dst, src *state) {
 	if len(dst.pending) > 0 {
 		e.outbox[dst.key()] = dst
 	}
+	// src's deltas are dst's now: src has nothing left to publish. Left in
+	// the outbox, it was never sent (nothing pending) nor settled (in no
+	// group), and every commit refused until a failure dropped the
+	// uncommitted work, which replayed the same merge.
+	if e.outbox[src.key()] == src {
+		delete(e.outbox, src.key())
+	}
 	src.streams = nil
 	src.email, src.phone, src.extID = "", "", ""
 	src.aliases = nil
