@@ -350,7 +350,7 @@ func (e *Engine) load(site, profile string) (*state, error) {
 func (e *Engine) store(site, profile string, st *state) error {
 	b := storedState(st)
 	e.known.Add(stateKey(site, profile))
-	err := e.db.Update(func(txn *badger.Txn) error {
+	err := kv.Update(e.db, func(txn *badger.Txn) error {
 		return txn.SetEntry(badger.NewEntry(stateKey(site, profile), b).WithTTL(e.cfg.StateTTL.D()))
 	})
 	if err != nil {
@@ -399,5 +399,5 @@ func (e *Engine) Erase(site, profile string) (int, error) {
 	if err != nil || st == nil {
 		return 0, err
 	}
-	return 1, e.db.Update(func(txn *badger.Txn) error { return txn.Delete(stateKey(site, profile)) })
+	return 1, kv.Update(e.db, func(txn *badger.Txn) error { return txn.Delete(stateKey(site, profile)) })
 }

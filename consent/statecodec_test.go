@@ -62,7 +62,7 @@ func TestStateStoredAsJSONStillReads(t *testing.T) {
 	}
 	old := sampleStates()[1]
 	b, _ := json.Marshal(old)
-	if err := st.DB().Update(func(txn *badger.Txn) error { return txn.Set(stateKey("shop", "a:1"), b) }); err != nil {
+	if err := kv.Update(st.DB(), func(txn *badger.Txn) error { return txn.Set(stateKey("shop", "a:1"), b) }); err != nil {
 		t.Fatal(err)
 	}
 	e.known.Add(stateKey("shop", "a:1"))

@@ -425,7 +425,7 @@ func (f *Forwarder) writeLinks(batch []linkMsg) {
 	if len(batch) == 0 {
 		return
 	}
-	err := f.db.Update(func(txn *badger.Txn) error {
+	err := kv.Update(f.db, func(txn *badger.Txn) error {
 		for _, x := range batch {
 			have := map[string]string{}
 			if item, err := txn.Get(x.key); err == nil {

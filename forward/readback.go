@@ -116,7 +116,7 @@ func (f *Forwarder) markLoop(ctx context.Context, stored uint64) {
 		if s.seq <= stored {
 			continue
 		}
-		err := f.db.Update(func(txn *badger.Txn) error {
+		err := kv.Update(f.db, func(txn *badger.Txn) error {
 			return txn.Set(markKey, binary.BigEndian.AppendUint64(nil, s.seq))
 		})
 		if err != nil {

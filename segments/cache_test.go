@@ -9,6 +9,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // stored reads key from Badger (nil when absent).
@@ -166,7 +167,7 @@ func TestOwnProfileIDHasNoAliasKey(t *testing.T) {
 		}
 	}
 	// What a version before 2026-12-04 wrote for o2.
-	if err := r.store.DB().Update(func(txn *badger.Txn) error {
+	if err := kv.Update(r.store.DB(), func(txn *badger.Txn) error {
 		return txn.Set(aliasKey("shop", aliasProfile, "a:o2"), []byte("a:o2"))
 	}); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	json "github.com/goccy/go-json"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 func splitSiteID(b []byte) (site, id string, ok bool) {
@@ -242,7 +243,7 @@ func (e *Engine) recover(ctx context.Context) error {
 		}
 		e.lastRank = now
 		data, _ := json.Marshal(cur)
-		if err := e.db.Update(func(txn *badger.Txn) error { return txn.Set(rulesKey, data) }); err != nil {
+		if err := kv.Update(e.db, func(txn *badger.Txn) error { return txn.Set(rulesKey, data) }); err != nil {
 			return err
 		}
 	}

@@ -76,7 +76,7 @@ func TestAuditLogEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := append([]byte{'A'}, 0, 0, 0, 0, 0, 0, 0, 1)
-	err = st.DB().Update(func(txn *badger.Txn) error {
+	err = kv.Update(st.DB(), func(txn *badger.Txn) error {
 		item, err := txn.Get(key)
 		if err != nil {
 			return err

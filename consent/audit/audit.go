@@ -468,7 +468,7 @@ func (l *Log) Erase(site, profile string) (bool, error) {
 	// Exclusive of appends: the store does not detect conflicts (kv.Open),
 	// so an append must not interleave with the deletion.
 	err := l.group.Exclusive(func() error {
-		return l.db.Update(func(txn *badger.Txn) error {
+		return kv.Update(l.db, func(txn *badger.Txn) error {
 			var err error
 			if ref, err = l.profileRef(txn, site, profile, false); err != nil || ref == "" {
 				return err
@@ -566,7 +566,7 @@ func (l *Log) prune(before time.Time) (int, error) {
 		Seq  uint64 `json:"seq"`
 		Prev string `json:"prev"`
 	}{keep.Seq, keep.Prev})
-	if err := l.db.Update(func(txn *badger.Txn) error { return txn.Set(checkpointKey, cp) }); err != nil {
+	if err := kv.Update(l.db, func(txn *badger.Txn) error { return txn.Set(checkpointKey, cp) }); err != nil {
 		return 0, err
 	}
 	// In chunks: a prune of a month's records must not hold up every

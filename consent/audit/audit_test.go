@@ -58,14 +58,14 @@ func raw(t *testing.T, db *badger.DB, seq uint64) []byte {
 
 func set(t *testing.T, db *badger.DB, key, val []byte) {
 	t.Helper()
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
+	if err := kv.Update(db, func(txn *badger.Txn) error { return txn.Set(key, val) }); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func del(t *testing.T, db *badger.DB, key []byte) {
 	t.Helper()
-	if err := db.Update(func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
+	if err := kv.Update(db, func(txn *badger.Txn) error { return txn.Delete(key) }); err != nil {
 		t.Fatal(err)
 	}
 }

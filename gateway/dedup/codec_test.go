@@ -81,7 +81,7 @@ func TestJSONRecordFromBeforeStillDeduplicates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := before.DB().Update(func(txn *badger.Txn) error { return txn.Set([]byte(dedupKey(first)), old) }); err != nil {
+	if err := kv.Update(before.DB(), func(txn *badger.Txn) error { return txn.Set([]byte(dedupKey(first)), old) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := before.Close(); err != nil {

@@ -759,7 +759,7 @@ func (s *Store) Erase(site, profile string) (int, error) {
 	if err := s.profileKeys(site, profile, func(k []byte, _ *ProfileEvent, _, _ string) { keys = append(keys, k) }); err != nil {
 		return 0, err
 	}
-	wb := s.db.NewWriteBatch()
+	wb := kv.NewWriteBatch(s.db)
 	defer wb.Cancel()
 	for _, k := range keys {
 		if err := wb.Delete(k); err != nil {

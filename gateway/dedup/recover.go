@@ -8,6 +8,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/tagway/tagway/gateway/event"
+	"github.com/tagway/tagway/gateway/kv"
 )
 
 // Recovery after a crash. A first copy's record is written after its
@@ -27,7 +28,7 @@ var openKey = []byte("d\x00open")
 // Opened reports whether the last process to use the store did not stop
 // cleanly, and marks the store as in use (until Closed).
 func (s *Store) Opened() (unclean bool, err error) {
-	err = s.db.Update(func(txn *badger.Txn) error {
+	err = kv.Update(s.db, func(txn *badger.Txn) error {
 		_, err := txn.Get(openKey)
 		switch {
 		case err == nil:
@@ -46,7 +47,7 @@ func (s *Store) Opened() (unclean bool, err error) {
 // Closed marks a clean stop: every record of a stored event is written.
 // Call it once nothing publishes any more.
 func (s *Store) Closed() error {
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(openKey) }); err != nil {
+	if err := kv.Update(s.db, func(txn *badger.Txn) error { return txn.Delete(openKey) }); err != nil {
 		return fmt.Errorf("dedup: marking the store closed: %w", err)
 	}
 	return nil

@@ -9,20 +9,20 @@ import (
 // Chunked writes like a badger.WriteBatch, but commits every n entries and
 // waits for each commit before it takes the next entry.
 //
-// Badger has one writer goroutine, and a transaction that begins waits
-// until every commit in flight has been applied. One WriteBatch of
-// thousands of entries (segments' periodic commit) therefore held up every
-// edge request's dedup, consent and audit transaction for the whole of it:
-// an execution trace of the open loop showed request waits spiking each
-// time Badger's writer ran 50–60 ms on end. In chunks, a transaction that
-// begins meanwhile waits for one chunk at most.
+// Badger has one writer goroutine. One WriteBatch of thousands of entries
+// (segments' periodic commit) held up every edge request's dedup, consent
+// and audit write for the whole of it (and, before the store was managed,
+// every read too: a transaction that began waited until every commit in
+// flight had been applied): an execution trace of the open loop showed
+// request waits spiking each time Badger's writer ran 50–60 ms on end. In
+// chunks, a write queued meanwhile waits for one chunk at most.
 //
 // The chunks are committed in order, so after a crash what is stored is a
 // prefix of what was written: write what must come first first.
 type Chunked struct {
 	db     *badger.DB
 	n      int
-	wb     *badger.WriteBatch
+	wb     *WriteBatch
 	cur    int
 	chunks int
 	err    error
@@ -62,7 +62,7 @@ func (c *Chunked) batch() error {
 		return c.err
 	}
 	if c.wb == nil {
-		c.wb = c.db.NewWriteBatch()
+		c.wb = NewWriteBatch(c.db)
 	}
 	return nil
 }

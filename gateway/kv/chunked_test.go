@@ -44,7 +44,7 @@ func get(t *testing.T, db *badger.DB, k string) (string, bool) {
 
 func TestChunkedWritesEverythingInChunks(t *testing.T) {
 	db := openTest(t).DB()
-	if err := db.Update(func(tx *badger.Txn) error { return tx.Set([]byte("old"), []byte("x")) }); err != nil {
+	if err := Update(db, func(tx *badger.Txn) error { return tx.Set([]byte("old"), []byte("x")) }); err != nil {
 		t.Fatal(err)
 	}
 	w := NewChunked(db, 100)
@@ -164,7 +164,7 @@ func BenchmarkTxnDuringLongWrite(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				t0 := time.Now()
-				err := db.Update(func(tx *badger.Txn) error {
+				err := Update(db, func(tx *badger.Txn) error {
 					return tx.Set(fmt.Appendf(nil, "dd-%d", i), []byte("rec"))
 				})
 				if err != nil {

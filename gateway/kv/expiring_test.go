@@ -77,7 +77,7 @@ func TestExpiringFilterLoadWhileWriting(t *testing.T) {
 	}
 	defer s.Close()
 	db := s.DB()
-	wb := db.NewWriteBatch()
+	wb := NewWriteBatch(db)
 	for i := range 30_000 {
 		ttl := time.Duration(1+i%48) * time.Hour
 		_ = wb.SetEntry(badger.NewEntry(fmt.Appendf(nil, "dk%d", i), []byte("x")).WithTTL(ttl))
@@ -106,7 +106,7 @@ func TestExpiringFilterLoadWhileWriting(t *testing.T) {
 			}
 			k := fmt.Sprintf("dnew%d", i)
 			f.Add(k, time.Now().Add(time.Hour))
-			if err := db.Update(func(txn *badger.Txn) error {
+			if err := Update(db, func(txn *badger.Txn) error {
 				return txn.SetEntry(badger.NewEntry([]byte(k), []byte("x")).WithTTL(time.Hour))
 			}); err != nil {
 				t.Error(err)

@@ -67,7 +67,7 @@ func TestLoadFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	wb := s.DB().NewWriteBatch()
+	wb := NewWriteBatch(s.DB())
 	for i := range 20_000 {
 		_ = wb.Set(fmt.Appendf(nil, "ga%d", i), []byte("x"))
 		_ = wb.Set(fmt.Appendf(nil, "gs%d", i), []byte("x"))
@@ -76,7 +76,7 @@ func TestLoadFilter(t *testing.T) {
 	if err := wb.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	_ = s.DB().Update(func(txn *badger.Txn) error { return txn.Delete([]byte("ga7")) })
+	_ = Update(s.DB(), func(txn *badger.Txn) error { return txn.Delete([]byte("ga7")) })
 	f, _, err := LoadFilter(s.DB(), 0, 0.01, []byte("ga"), []byte("gs"))
 	if err != nil {
 		t.Fatal(err)

@@ -12,13 +12,13 @@ import (
 // whoever holds the commit lock takes every update queued behind it, up to
 // a bound, into one Badger transaction, and the others wait for theirs.
 //
-// Every Badger transaction costs a round through its oracle: a read
-// timestamp that waits until every commit in flight has been applied, a
-// commit under one lock, and two watermark goroutines fed by channels. One
-// transaction per request put those on every request's path; an execution
-// trace of the edge's open loop had requests queued there whenever a
-// compaction took the CPU. Grouped, the round is paid once per group, and
-// only the goroutine committing waits in it.
+// Every Badger transaction costs a round through Badger's writer goroutine
+// (and, before the store was managed, a read timestamp that waited until
+// every commit in flight had been applied). One transaction per request
+// put that on every request's path; an execution trace of the edge's open
+// loop had requests queued there whenever a compaction took the CPU.
+// Grouped, the round is paid once per group, and only the goroutine
+// committing waits in it.
 //
 // A group that fails is retried one update at a time, so one caller's bad
 // write fails only that caller. An update function may therefore run more
@@ -114,7 +114,7 @@ func (g *Group) commit(group []*groupReq) {
 // update runs one transaction and tells OnCommit's function how it went.
 func (g *Group) update(fn func(txn *badger.Txn) error) error {
 	g.txns.Add(1)
-	err := g.db.Update(fn)
+	err := Update(g.db, fn)
 	if g.committed != nil {
 		g.committed(err)
 	}

@@ -3,6 +3,11 @@
 // audit log (later issues) live here; Badger allows one process per directory,
 // which is why the CLI inspects data through the admin API.
 //
+// The store runs in Badger's managed mode (managed.go): reads wait for no
+// commit in flight, and every write goes through Update, NewWriteBatch,
+// Group or Chunked here, which take their commit timestamps from the
+// store's clock (badger.DB.Update and NewWriteBatch panic on it).
+//
 // A *Store is safe for concurrent use. Badger's own log lines go to the given
 // logger with component=badger, warnings and errors only.
 package kv
@@ -168,6 +173,22 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	opts := badgerOptions(dir, cfg, log)
+	// Managed: reads wait for no commit in flight, writes take their
+	// timestamps from the store's clock (managed.go).
+	db, err := badger.OpenManaged(opts)
+	if err != nil {
+		return nil, fmt.Errorf("kv: opening badger at %s: %w", dir, err)
+	}
+	register(db)
+	s := &Store{db: db, log: log.With("component", "kv"), stop: make(chan struct{})}
+	s.wg.Add(1)
+	go s.gcLoop(cfg)
+	return s, nil
+}
+
+// badgerOptions are Badger's options for cfg (defaults filled in).
+func badgerOptions(dir string, cfg Config, log *slog.Logger) badger.Options {
 	opts := badger.DefaultOptions(dir).
 		// Not WithLoggingLevel: it replaces the logger with Badger's own
 		// (plain text on stderr). The level is the slog handler's.
@@ -189,14 +210,7 @@ func Open(dir string, cfg Config, log *slog.Logger) (*Store, error) {
 		// Badger's one oracle lock.
 		WithDetectConflicts(false)
 	opts.TableSizeMultiplier = 1 // table_size at every level, not doubling
-	db, err := badger.Open(opts)
-	if err != nil {
-		return nil, fmt.Errorf("kv: opening badger at %s: %w", dir, err)
-	}
-	s := &Store{db: db, log: log.With("component", "kv"), stop: make(chan struct{})}
-	s.wg.Add(1)
-	go s.gcLoop(cfg)
-	return s, nil
+	return opts
 }
 
 // DB returns the database for packages that keep state in it.
@@ -251,7 +265,9 @@ func (s *Store) Close() error {
 	}
 	close(s.stop)
 	s.wg.Wait()
-	return s.db.Close()
+	err := s.db.Close()
+	unregister(s.db)
+	return err
 }
 
 // badgerLogger writes Badger's messages to slog: errors and warnings as

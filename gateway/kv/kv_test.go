@@ -21,7 +21,7 @@ func TestOpenWriteReopenClose(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.DB().Update(func(tx *badger.Txn) error { return tx.Set([]byte("k"), []byte("v")) }); err != nil {
+	if err := Update(s.DB(), func(tx *badger.Txn) error { return tx.Set([]byte("k"), []byte("v")) }); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(30 * time.Millisecond) // let the GC loop run at least once
@@ -69,7 +69,7 @@ func TestGetUint64(t *testing.T) {
 		t.Fatalf("absent: %d, %v", n, err)
 	}
 	set := func(k string, v []byte) {
-		if err := db.Update(func(tx *badger.Txn) error { return tx.Set([]byte(k), v) }); err != nil {
+		if err := Update(db, func(tx *badger.Txn) error { return tx.Set([]byte(k), v) }); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -143,7 +143,7 @@ func TestCompressionAppliesAndSwitches(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		wb := s.DB().NewWriteBatch()
+		wb := NewWriteBatch(s.DB())
 		for i := range 2000 {
 			if err := wb.Set(key(comp, i), val); err != nil {
 				t.Fatal(err)
@@ -236,7 +236,7 @@ func TestTableSizeAndCompactorsConfig(t *testing.T) {
 	val := bytes.Repeat([]byte{0x5a}, 200)
 	const perRound = 4 << 20 / 220
 	for round := 0; round < 6; round++ {
-		wb := s.DB().NewWriteBatch()
+		wb := NewWriteBatch(s.DB())
 		for i := 0; i < perRound; i++ {
 			if err := wb.Set(fmt.Appendf(nil, "k%09d", (i*7919)%perRound*6+round), val); err != nil {
 				t.Fatal(err)
@@ -310,7 +310,7 @@ func TestMetricsCountBytesWritten(t *testing.T) {
 	// The same 2 500 keys six times, 60 MB: about seven 8MiB memtables
 	// flushed to level 0, more than the five that start a compaction.
 	for range 6 {
-		wb := s.DB().NewWriteBatch()
+		wb := NewWriteBatch(s.DB())
 		for j := range 2500 {
 			if err := wb.Set(fmt.Appendf(nil, "k%06d", j), val); err != nil {
 				t.Fatal(err)

@@ -1,0 +1,179 @@
+package kv
+
+import (
+	"fmt"
+	"log/slog"
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// versions lists the versions of key stored (newest first), whatever the
+// compactions left.
+func versions(t *testing.T, db *badger.DB, key string) []uint64 {
+	t.Helper()
+	var vs []uint64
+	err := db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{AllVersions: true, Prefix: []byte(key)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if string(it.Item().Key()) == key {
+				vs = append(vs, it.Item().Version())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+// The last write of a key wins, whether it went through Update, a
+// WriteBatch or a Chunked writer, and after a restart: the clock starts
+// above every version stored (a clock that started again at zero would
+// write versions below the old ones, which would keep winning).
+func TestManagedLastWriteWins(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := s.DB()
+	set := func(v string) {
+		t.Helper()
+		if err := Update(db, func(txn *badger.Txn) error { return txn.Set([]byte("k"), []byte(v)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(want string) {
+		t.Helper()
+		if got, ok := get(t, db, "k"); !ok || got != want {
+			t.Fatalf("k = %q (found %v), want %q", got, ok, want)
+		}
+	}
+	set("update-1")
+	expect("update-1")
+	wb := NewWriteBatch(db)
+	for _, v := range []string{"batch-1", "batch-2"} { // twice in one batch: the last
+		if err := wb.Set([]byte("k"), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expect("batch-2")
+	c := NewChunked(db, 2)
+	for i := range 5 { // across chunks
+		if err := c.Set([]byte("k"), fmt.Appendf(nil, "chunk-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expect("chunk-4")
+	set("update-2")
+	expect("update-2")
+	wb = NewWriteBatch(db)
+	if err := wb.Delete([]byte("k")); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := get(t, db, "k"); ok {
+		t.Fatal("k found after its delete")
+	}
+	set("before-restart")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = Open(dir, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db = s.DB()
+	expect("before-restart")
+	set("after-restart")
+	expect("after-restart")
+}
+
+// A data directory written in Badger's own mode (versions are its commit
+// counter) opens managed, and what is written then wins over what it held.
+func TestManagedOpensUnmanagedData(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{}
+	cfg.SetDefaults()
+	own, err := badger.Open(badgerOptions(dir, cfg, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := own.Update(func(txn *badger.Txn) error { return txn.Set([]byte("k"), fmt.Appendf(nil, "own-%d", i)) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := own.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(dir, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, _ := get(t, s.DB(), "k"); got != "own-19" {
+		t.Fatalf("k = %q after opening managed, want own-19", got)
+	}
+	if err := Update(s.DB(), func(txn *badger.Txn) error { return txn.Set([]byte("k"), []byte("managed")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := get(t, s.DB(), "k"); got != "managed" {
+		t.Fatalf("k = %q, want the managed write", got)
+	}
+}
+
+// Compactions discard what later writes replaced: without a discard
+// timestamp a managed store keeps every version of every key. After a
+// restart too (the timestamp is not stored: Open sets it again).
+func TestManagedCompactionsDropOldVersions(t *testing.T) {
+	dir := t.TempDir()
+	// Six level-0 tables (one per close), one more than Badger's
+	// NumLevelZeroTables: Flatten then compacts level 0 into the next.
+	n := 0
+	for range 6 {
+		s, err := Open(dir, Config{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			n++
+			if err := Update(s.DB(), func(txn *badger.Txn) error { return txn.Set([]byte("k"), fmt.Appendf(nil, "v%d", n)) }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Close(); err != nil { // flushes the memtable to level 0
+			t.Fatal(err)
+		}
+	}
+	s, err := Open(dir, Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := len(versions(t, s.DB(), "k")); got != n {
+		t.Fatalf("%d versions before compaction, want %d", got, n)
+	}
+	if err := s.DB().Flatten(1); err != nil {
+		t.Fatal(err)
+	}
+	if vs := versions(t, s.DB(), "k"); len(vs) != 1 {
+		t.Fatalf("versions after compaction: %v, want the newest only", vs)
+	}
+	if got, _ := get(t, s.DB(), "k"); got != fmt.Sprint("v", n) {
+		t.Fatalf("k = %q, want v%d", got, n)
+	}
+}
