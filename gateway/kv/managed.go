@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"errors"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -101,52 +102,112 @@ func Update(db *badger.DB, fn func(txn *badger.Txn) error) error {
 	return err
 }
 
-// WriteBatch is badger.WriteBatch for every DB, managed or not: in a managed
-// DB each entry gets a timestamp of its own as it is added, so an entry
-// written twice in one batch (or in two) ends with its last value, as in
-// Badger's own batches. Not safe for concurrent use.
+// WriteBatch is badger.WriteBatch for every DB, managed or not. In a managed
+// DB it is a sequence of transactions, each committed (at a timestamp of
+// its own) when the next entry would not fit, the last by Flush: each
+// transaction is applied whole or, after a crash, not at all (Badger's
+// transaction markers), and they are applied in order, as Badger's own
+// batches are. (Badger's managed batches either write no markers, with a
+// version per entry, or give every transaction of the batch one
+// timestamp, so that a key written in two of them has two values at one
+// version.) Not safe for concurrent use.
 type WriteBatch struct {
-	wb *badger.WriteBatch
-	c  *commitClock // nil: Badger's own mode
+	db  *badger.DB
+	wb  *badger.WriteBatch // Badger's own mode
+	c   *commitClock       // managed
+	txn *badger.Txn
+	err error
 }
 
 // NewWriteBatch returns a batch writing to db.
 func NewWriteBatch(db *badger.DB) *WriteBatch {
 	if c := clockOf(db); c != nil {
-		return &WriteBatch{wb: db.NewManagedWriteBatch(), c: c}
+		return &WriteBatch{db: db, c: c}
 	}
-	return &WriteBatch{wb: db.NewWriteBatch()}
+	return &WriteBatch{db: db, wb: db.NewWriteBatch()}
 }
 
 // Set writes key = val.
 func (b *WriteBatch) Set(key, val []byte) error {
-	return b.SetEntry(badger.NewEntry(key, val))
+	if b.wb != nil {
+		return b.wb.Set(key, val)
+	}
+	return b.add(func(txn *badger.Txn) error { return txn.Set(key, val) })
 }
 
 // SetEntry writes e, with its TTL and meta.
 func (b *WriteBatch) SetEntry(e *badger.Entry) error {
-	if b.c == nil {
+	if b.wb != nil {
 		return b.wb.SetEntry(e)
 	}
-	return b.wb.SetEntryAt(e, b.c.next())
+	return b.add(func(txn *badger.Txn) error { return txn.SetEntry(e) })
 }
 
 // Delete deletes key.
 func (b *WriteBatch) Delete(key []byte) error {
-	if b.c == nil {
+	if b.wb != nil {
 		return b.wb.Delete(key)
 	}
-	return b.wb.DeleteAt(key, b.c.next())
+	return b.add(func(txn *badger.Txn) error { return txn.Delete(key) })
 }
 
-// Flush commits what the batch holds and waits for it.
-func (b *WriteBatch) Flush() error {
-	err := b.wb.Flush()
-	if b.c != nil {
-		b.c.committed()
+// add adds an entry to the transaction being filled, committing it first
+// when the entry does not fit (Badger refuses it before taking it).
+func (b *WriteBatch) add(fn func(txn *badger.Txn) error) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.txn == nil {
+		b.txn = b.db.NewTransactionAt(math.MaxUint64, true)
+	}
+	err := fn(b.txn)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err = b.commit(); err == nil {
+			b.txn = b.db.NewTransactionAt(math.MaxUint64, true)
+			err = fn(b.txn)
+		}
+	}
+	if err != nil {
+		b.err = err
 	}
 	return err
 }
 
+func (b *WriteBatch) commit() error {
+	txn := b.txn
+	b.txn = nil
+	defer txn.Discard()
+	err := txn.CommitAt(b.c.next(), nil)
+	b.c.committed()
+	return err
+}
+
+// Flush commits what the batch holds and waits for it.
+func (b *WriteBatch) Flush() error {
+	if b.wb != nil {
+		return b.wb.Flush()
+	}
+	if b.err != nil {
+		return b.err
+	}
+	if b.txn == nil {
+		return nil
+	}
+	if err := b.commit(); err != nil {
+		b.err = err
+		return err
+	}
+	return nil
+}
+
 // Cancel drops what was not committed. Safe after Flush.
-func (b *WriteBatch) Cancel() { b.wb.Cancel() }
+func (b *WriteBatch) Cancel() {
+	if b.wb != nil {
+		b.wb.Cancel()
+		return
+	}
+	if b.txn != nil {
+		b.txn.Discard()
+		b.txn = nil
+	}
+}
