@@ -285,6 +285,19 @@ func redact(url string) string {
 	return url
 }
 
+// startEmbedded starts the in-process server.
+//
+// NoSublistCache: nats-server caches each subject's match in a map per
+// account, filled under the account sublist's write lock and swept in a
+// goroutine of its own once it passes 1 024 subjects. Tagway's traffic is
+// mostly subjects seen once: every PubAck's reply inbox and every
+// JetStream ack subject ($JS.ACK.<stream>.<consumer>.<seqs>…) is unique,
+// so nearly every match missed, took the write lock to insert, and
+// triggered sweeps, and every other match (the publishes' own subjects)
+// queued behind them: in the open loop's execution trace the broker's
+// goroutines waited on that lock most while Badger's compactions took the
+// CPU from whoever held it. With tens of subscriptions a match without the
+// cache is a walk of a few trie levels under the read lock.
 func startEmbedded(cfg Config, storeDir string) (*server.Server, error) {
 	o := &server.Options{
 		ServerName:             "tagway",
@@ -295,6 +308,7 @@ func startEmbedded(cfg Config, storeDir string) (*server.Server, error) {
 		NoLog:                  true,
 		DisableJetStreamBanner: true,
 		MaxPayload:             8 << 20,
+		NoSublistCache:         true,
 	}
 	if cfg.Listen == "" || cfg.Listen == "off" {
 		o.DontListen = true

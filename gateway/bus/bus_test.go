@@ -203,3 +203,28 @@ func BenchmarkPublishBatch(b *testing.B) {
 	// The process's CPU (broker and client) per message stored.
 	b.ReportMetric((cpuSeconds()-cpu0)/float64(b.N*20)*1e6, "cpu-µs/msg")
 }
+
+// The embedded server caches no subject matches: Tagway's subjects are
+// mostly seen once (PubAck inboxes, JetStream ack subjects), and filling
+// the cache took the account's write lock at nearly every match.
+func TestEmbeddedCachesNoSubjectMatches(t *testing.T) {
+	b := bustest.OpenEmbedded(t)
+	msgs := make([]bus.Msg, 200)
+	for i := range msgs {
+		msgs[i] = bus.Msg{Subject: "tw.events.s.E" + strconv.Itoa(i%7), MsgID: "s|E|" + strconv.Itoa(i), Data: []byte(`{}`)}
+	}
+	acks := make([]bus.Ack, len(msgs))
+	b.PublishBatch(context.Background(), msgs, acks)
+	for i, a := range acks {
+		if a.Err != nil {
+			t.Fatalf("ack %d: %v", i, a.Err)
+		}
+	}
+	n, err := bus.SublistCache(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("the embedded server cached %d subject matches, want none", n)
+	}
+}
