@@ -31,10 +31,10 @@ import (
 // be seen half-applied by a reader that iterates while it commits (as
 // Chunked's chunks and Badger's own WriteBatch already could).
 //
-// Writes take their commit timestamp from the store's clock, at commit, so of two
-// writes of one key the one committed later wins, as before: every
-// read-modify-write in Tagway is serialised by its owner (see Open), so
-// the later commit is also the later timestamp. The clock starts above
+// Writes take their commit timestamp from the store's clock, at commit,
+// so of two writes of one key the one committed later wins, as before:
+// every read-modify-write in Tagway is serialised by its owner (see
+// badgerOptions), so the later commit is also the later timestamp. The clock starts above
 // every version stored (badger.DB.MaxVersion, read from the tables' and
 // memtables' metadata), so a data directory written in Badger's own mode,
 // whose versions are its commit counter, opens as it is, and the other
@@ -54,7 +54,8 @@ type commitClock struct {
 	ts atomic.Uint64
 }
 
-// clocks holds the commitClock of every DB Open opened and Close has not closed.
+// clocks holds the clock of every DB that Open opened and Close has not
+// closed.
 var clocks sync.Map // *badger.DB → *commitClock
 
 func register(db *badger.DB) {
