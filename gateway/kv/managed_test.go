@@ -108,7 +108,8 @@ func TestManagedLastWriteWins(t *testing.T) {
 }
 
 // A data directory written in Badger's own mode (versions are its commit
-// counter) opens managed, and what is written then wins over what it held.
+// counter) opens managed, and what is written then wins over what it held;
+// and back (an older build opens what a managed store wrote).
 func TestManagedOpensUnmanagedData(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{}
@@ -138,6 +139,23 @@ func TestManagedOpensUnmanagedData(t *testing.T) {
 	}
 	if got, _ := get(t, s.DB(), "k"); got != "managed" {
 		t.Fatalf("k = %q, want the managed write", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	own, err = badger.Open(badgerOptions(dir, cfg, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	if got, _ := get(t, own, "k"); got != "managed" {
+		t.Fatalf("k = %q in Badger's own mode again, want the managed write", got)
+	}
+	if err := own.Update(func(txn *badger.Txn) error { return txn.Set([]byte("k"), []byte("own-again")) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := get(t, own, "k"); got != "own-again" {
+		t.Fatalf("k = %q, want the write made in Badger's own mode again", got)
 	}
 }
 
