@@ -287,8 +287,12 @@ type StreamConfig struct {
 	Replicas int `yaml:"replicas"`
 	// DuplicateWindow: JetStream's Nats-Msg-Id window against publish
 	// retries while running (a restart reads back what was published:
-	// readback.go). ~180 bytes of broker memory per payload inside it.
-	// Default 30s: more than a PubAck timeout (10s) and the retry after it.
+	// readback.go). ~180 bytes of broker memory per payload inside it, and
+	// two objects for the garbage collector to mark at every cycle.
+	// Default 20s: more than a PubAck timeout (10s), the retry's 1s
+	// NakWithDelay and its redelivery, with room for a busy router (30s
+	// until 2026-12-06). A retry later than that is stored and delivered
+	// twice, with the same event_id, which the platforms deduplicate.
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -301,7 +305,7 @@ func (c *Config) SetDefaults() {
 		c.Stream.Replicas = 1
 	}
 	if c.Stream.DuplicateWindow == 0 {
-		c.Stream.DuplicateWindow = units.Duration(30 * time.Second)
+		c.Stream.DuplicateWindow = units.Duration(20 * time.Second)
 	}
 	if c.MaxPending == 0 {
 		c.MaxPending = 100_000

@@ -189,7 +189,7 @@ func TestConfigValidate(t *testing.T) {
 	var c Config
 	c.SetDefaults()
 	if err := c.Validate(); err != nil || c.Stream.MaxAge.D() != 14*24*time.Hour || c.Stream.Replicas != 1 ||
-		c.Stream.DuplicateWindow.D() != 30*time.Second || c.MaxPending != 100_000 {
+		c.Stream.DuplicateWindow.D() != 20*time.Second || c.MaxPending != 100_000 {
 		t.Fatalf("defaults %+v: %v", c, err)
 	}
 	for _, tc := range []struct {

@@ -118,9 +118,14 @@ type StreamConfig struct {
 	// DuplicateWindow is JetStream's Nats-Msg-Id window against publish
 	// retries while running. A re-publish after a crash or a dropped batch
 	// does not rely on it: the engine reads back what TW_AUDIENCE received
-	// since its last commit. It costs the broker ~180 bytes of memory per
-	// delta inside the window. Default 30s: more than a PubAck timeout
-	// (10s) and the retry after it.
+	// since its last commit. What does is a delta kept in the outbox after
+	// a failed publish that a commit outside the batch loop (a sweep's)
+	// sends again at the next commit, and a merge's repeat of deltas in
+	// flight. Default 15s: more than a PubAck timeout (10s) and the next
+	// commit after it (segments.commit, 1s). Each delta inside the window
+	// costs the broker ~180 bytes and the garbage collector two objects to
+	// mark at every cycle: 30s, the default until 2026-12-06, held twice as
+	// many (bench/HISTORY.md).
 	DuplicateWindow units.Duration `yaml:"duplicate_window"`
 }
 
@@ -157,7 +162,7 @@ func (c *Config) SetDefaults() {
 		c.Audience.Replicas = 1
 	}
 	if c.Audience.DuplicateWindow == 0 {
-		c.Audience.DuplicateWindow = units.Duration(30 * time.Second)
+		c.Audience.DuplicateWindow = units.Duration(15 * time.Second)
 	}
 }
 
