@@ -188,6 +188,39 @@ func TestStagesAndTrace(t *testing.T) {
 		if !published || len(tw.Consumers) != 0 {
 			t.Fatalf("handlers blocked %+v; consumers %+v", tw.HandlerBlocked, tw.Consumers)
 		}
+		// The slowest quarter seconds: most blocked time first, each with
+		// what ran in it, the median window no more blocked than them.
+		sw := tw.SlowWindows
+		if len(sw) == 0 || tw.Typical == nil || sw[0].HandlerBlockedMS <= 0 || len(sw[0].Running) == 0 ||
+			sw[len(sw)-1].HandlerBlockedMS < tw.Typical.HandlerBlockedMS || sw[0].AtS > tw.Seconds {
+			t.Fatalf("slow windows %+v, typical %+v", sw, tw.Typical)
+		}
+		for i := 1; i < len(sw); i++ {
+			if sw[i].HandlerBlockedMS > sw[i-1].HandlerBlockedMS {
+				t.Fatalf("slow windows out of order: %+v", sw)
+			}
+		}
+	}
+}
+
+func TestSlowWindows(t *testing.T) {
+	run := map[int]map[string]float64{
+		0: {"a": 100, "b": 50}, 1: {"a": 10}, 2: {"c": 200, "a": 5}, 3: {"b": 1}, 4: {"a": 1},
+	}
+	blocked := map[int]float64{0: 30, 1: 500, 2: 900, 4: 5} // window 3: none
+	slow, typical := slowWindows(run, blocked, 2)
+	if len(slow) != 2 || slow[0].AtS != 0.5 || slow[0].HandlerBlockedMS != 900 || slow[1].AtS != 0.25 {
+		t.Fatalf("slow %+v", slow)
+	}
+	if slow[0].Running[0].What != "c" || slow[0].Running[0].MS != 200 || len(slow[0].Running) != 2 {
+		t.Fatalf("what ran in the slowest window: %+v", slow[0].Running)
+	}
+	// Blocked time, most first: 900, 500, 30, 5, 0: the median is window 0.
+	if typical == nil || typical.AtS != 0 || typical.HandlerBlockedMS != 30 {
+		t.Fatalf("typical %+v", typical)
+	}
+	if s, ty := slowWindows(nil, nil, 3); s != nil || ty != nil {
+		t.Fatalf("no windows: %+v %+v", s, ty)
 	}
 }
 

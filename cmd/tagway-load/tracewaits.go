@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/exp/trace"
 )
@@ -35,7 +36,26 @@ type TraceWaits struct {
 	// them) by state and, when blocked, where; idle waits for work are left
 	// out.
 	Consumers []Share `json:"consumers"`
+	// SlowWindows are the quarter seconds in which the request handlers
+	// began the most blocked time (what makes the slow seconds), busiest
+	// first, each with what ran in it; Typical is the window of median
+	// blocked time, for comparison. In the 2026-12-06 traces the slow ones
+	// were those where Badger's compactions ran.
+	SlowWindows []Window `json:"slow_windows,omitempty"`
+	Typical     *Window  `json:"typical_window,omitempty"`
 }
+
+// Window is one quarter second of the trace: AtS its start (seconds into
+// the trace), HandlerBlockedMS the blocked time request handlers began in
+// it, Running the P time of what ran in it (by start function).
+type Window struct {
+	AtS              float64 `json:"at_s"`
+	HandlerBlockedMS float64 `json:"handler_blocked_ms"`
+	Running          []Share `json:"running"`
+}
+
+// window is the length of a Window.
+const window = 250 * time.Millisecond
 
 // Share is time spent on one thing, in milliseconds (n: how many waits).
 type Share struct {
@@ -91,6 +111,21 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 	consumers := map[string]*Share{}
 	var runnable []float64
 	var first, last trace.Time
+	// Per window: P time by start function, and handlers' blocked time.
+	winRun := map[int]map[string]float64{}
+	winBlocked := map[int]float64{}
+	win := func(t trace.Time) int { return int(time.Duration(t-first) / window) }
+	addRun := func(from, to trace.Time, what string) {
+		for from < to {
+			w := win(from)
+			end := min(to, first+trace.Time(time.Duration(w+1)*window))
+			if winRun[w] == nil {
+				winRun[w] = map[string]float64{}
+			}
+			winRun[w][what] += float64(end-from) / 1e6
+			from = end
+		}
+	}
 	add := func(m map[string]*Share, what string, ms float64) {
 		s := m[what]
 		if s == nil {
@@ -136,6 +171,7 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 		}
 		if from == trace.GoRunning && g.runStart != 0 {
 			running[short(g.start)] += float64(t-g.runStart) / 1e6
+			addRun(g.runStart, t, short(g.start))
 			g.runStart = 0
 		}
 		if st.Stack != (trace.Stack{}) && (to == trace.GoWaiting || to == trace.GoRunnable || to == trace.GoSyscall) {
@@ -150,6 +186,7 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 				runnable = append(runnable, ms)
 			case g.handler && from == trace.GoWaiting:
 				add(blocked, g.where, ms)
+				winBlocked[win(g.since)] += ms
 				if ms > 5 {
 					add(blocked5, g.where, ms)
 				}
@@ -193,7 +230,39 @@ func analyzeTrace(path string) (*TraceWaits, error) {
 	tw.HandlerBlocked = top(blocked, 8)
 	tw.HandlerBlockedOver5ms = top(blocked5, 6)
 	tw.Consumers = top(consumers, 14)
+	tw.SlowWindows, tw.Typical = slowWindows(winRun, winBlocked, 3)
 	return tw, nil
+}
+
+// slowWindows returns the n windows with the most handler blocked time
+// begun in them (most first) and the window of median blocked time.
+func slowWindows(run map[int]map[string]float64, blocked map[int]float64, n int) ([]Window, *Window) {
+	var ws []int
+	for w := range run {
+		ws = append(ws, w)
+	}
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	sort.Slice(ws, func(i, j int) bool {
+		if blocked[ws[i]] != blocked[ws[j]] {
+			return blocked[ws[i]] > blocked[ws[j]]
+		}
+		return ws[i] < ws[j]
+	})
+	mk := func(w int) Window {
+		m := map[string]*Share{}
+		for k, v := range run[w] {
+			m[k] = &Share{What: k, MS: v}
+		}
+		return Window{AtS: (time.Duration(w) * window).Seconds(), HandlerBlockedMS: blocked[w], Running: top(m, 5)}
+	}
+	var slow []Window
+	for _, w := range ws[:min(n, len(ws))] {
+		slow = append(slow, mk(w))
+	}
+	typical := mk(ws[len(ws)/2])
+	return slow, &typical
 }
 
 func waitStats(ds []float64) WaitStats {
@@ -322,6 +391,16 @@ func printTraceWaits(w io.Writer, name string, tw *TraceWaits) {
 	fmt.Fprintf(w, "\n  consumers, busy or blocked (ms):")
 	for _, s := range tw.Consumers[:min(8, len(tw.Consumers))] {
 		fmt.Fprintf(w, "\n    %8.0f  %s", s.MS, s.What)
+	}
+	if len(tw.SlowWindows) > 0 {
+		fmt.Fprintf(w, "\n  quarter seconds where handlers began the most blocked time, and what ran (ms of P time):")
+		for _, x := range append(tw.SlowWindows, *tw.Typical) {
+			fmt.Fprintf(w, "\n    at %5.2f s, %7.0f ms blocked:", x.AtS, x.HandlerBlockedMS)
+			for _, s := range x.Running {
+				fmt.Fprintf(w, " %s %.0f;", s.What, s.MS)
+			}
+		}
+		fmt.Fprintf(w, " (the median window)")
 	}
 	fmt.Fprintln(w)
 }
