@@ -120,8 +120,13 @@ type WriteBatch struct {
 	err error
 }
 
-// NewWriteBatch returns a batch writing to db.
+// NewWriteBatch returns a batch writing to db. On a closed DB (whose clock
+// Close has dropped, and whose NewWriteBatch would panic if it was managed)
+// every call returns badger.ErrDBClosed.
 func NewWriteBatch(db *badger.DB) *WriteBatch {
+	if db.IsClosed() {
+		return &WriteBatch{db: db, err: badger.ErrDBClosed}
+	}
 	if c := clockOf(db); c != nil {
 		return &WriteBatch{db: db, c: c}
 	}

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -332,5 +333,29 @@ func TestManagedBatchIsWholeAfterACrash(t *testing.T) {
 	}
 	if a, b := count("a"), count("b"); a != 100 || b != 0 {
 		t.Fatalf("after the crash: %d of 100 entries of the whole batch, %d of 900 of the torn one (want 0)", a, b)
+	}
+}
+
+// A batch on a closed store fails with ErrDBClosed rather than panicking
+// (Close drops the store's clock; Badger's own batch panics on a managed DB).
+func TestManagedBatchAfterClose(t *testing.T) {
+	s, err := Open(t.TempDir(), Config{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := s.DB()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wb := NewWriteBatch(db)
+	if err := wb.Set([]byte("k"), []byte("v")); !errors.Is(err, badger.ErrDBClosed) {
+		t.Fatalf("Set after Close: %v", err)
+	}
+	if err := wb.Flush(); !errors.Is(err, badger.ErrDBClosed) {
+		t.Fatalf("Flush after Close: %v", err)
+	}
+	wb.Cancel()
+	if err := Update(db, func(*badger.Txn) error { return nil }); !errors.Is(err, badger.ErrDBClosed) {
+		t.Fatalf("Update after Close: %v", err)
 	}
 }
